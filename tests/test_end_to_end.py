@@ -1,0 +1,139 @@
+"""Each script run end to end on a tiny budget: artefacts, checkpoint evaluation, determinism,
+the KL options, Ctrl-C, and the one-line errors for bad input."""
+import glob
+import os
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import ppo
+from conftest import ROOT
+
+TINY = dict(total_timesteps=2 * 4 * 32, num_steps=32, eval_episodes=2)
+
+
+def test_training_writes_events_checkpoint_and_the_checkpoint_evaluates(tmp_path):
+    summary = ppo.train(ppo.Args(run_dir=str(tmp_path), **TINY))
+    assert glob.glob(os.path.join(summary["run_dir"], "events.out.tfevents.*"))
+    assert os.path.isfile(os.path.join(summary["run_dir"], "summary.json"))
+    assert summary["global_step"] == 256
+    result = ppo.main(ppo.Args(eval_checkpoint=summary["checkpoint"], eval_episodes=3))
+    assert result["env_id"] == "CartPole-v1"
+    for mode in ("greedy", "sampled"):
+        assert np.isfinite(result[f"eval_{mode}_mean"]) and result[f"eval_{mode}_mean"] >= 8  # CartPole lasts >= 8 steps
+
+
+def test_tensorboard_has_the_documented_metrics(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    summary = ppo.train(ppo.Args(run_dir=str(tmp_path), kl_mode="penalty", **TINY))
+    tags = set(EventAccumulator(summary["run_dir"]).Reload().Tags()["scalars"])
+    expected = {"charts/episodic_return", "charts/episodic_length", "charts/SPS", "charts/learning_rate",
+                "losses/policy_loss", "losses/value_loss", "losses/entropy", "losses/approx_kl",
+                "losses/old_approx_kl", "losses/clipfrac", "losses/explained_variance", "losses/kl_beta"}
+    assert expected <= tags
+
+
+def state(path):
+    return torch.load(path, weights_only=True)["model"]
+
+
+def test_same_seed_same_result_different_seed_different(tmp_path):
+    a = ppo.train(ppo.Args(run_dir=str(tmp_path / "a"), **TINY))
+    b = ppo.train(ppo.Args(run_dir=str(tmp_path / "b"), **TINY))
+    c = ppo.train(ppo.Args(run_dir=str(tmp_path / "c"), seed=2, **TINY))
+    sa, sb, sc = state(a["checkpoint"]), state(b["checkpoint"]), state(c["checkpoint"])
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert a["episodes"] == b["episodes"] and a["eval_sampled_mean"] == b["eval_sampled_mean"]
+    assert not all(torch.equal(sa[k], sc[k]) for k in sa)
+
+
+def collected(args):
+    torch.manual_seed(0)
+    envs = ppo.make_vector_env("CartPole-v1", args.num_envs)
+    obs, _ = envs.reset(seed=0)
+    agent = ppo.Agent(4, 2)
+    rollout = ppo.Rollout.empty(args.num_steps, args.num_envs, (4,))
+    ppo.collect_rollout(agent, envs, obs.astype(np.float32), rollout, np.zeros(args.num_envs),
+                        np.zeros(args.num_envs, dtype=np.int64), torch.device("cpu"))
+    envs.close()
+    adv, ret = ppo.compute_gae(rollout.rewards, rollout.values, rollout.next_values, rollout.terminations,
+                               rollout.truncations, args.gamma, args.gae_lambda)
+    return agent, rollout, adv, ret
+
+
+@pytest.mark.parametrize("kl_mode", ["clip", "early-stop", "penalty"])
+def test_kl_modes(kl_mode):
+    args = ppo.Args(kl_mode=kl_mode, target_kl=1e-9, learning_rate=1e-2)
+    agent, rollout, adv, ret = collected(args)
+    optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5)
+    stats = ppo.update(agent, optimizer, rollout, adv, ret, args, 1.0, torch.device("cpu"))
+    assert all(np.isfinite(v) for v in stats.values())
+    # early stop quits after the first minibatch that passes the (absurdly low) target
+    assert stats["epochs"] == (1 if kl_mode == "early-stop" else args.update_epochs)
+
+
+def test_async_envs_and_video(tmp_path):
+    summary = ppo.train(ppo.Args(run_dir=str(tmp_path), async_envs=True, capture_video=True, **TINY))
+    video = os.path.join(summary["run_dir"], "eval-greedy.mp4")
+    assert os.path.getsize(video) > 1000
+
+
+def run_cli(*argv, cwd):
+    return subprocess.run([sys.executable, os.path.join(ROOT, "ppo.py"), *argv], cwd=cwd,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_cuda_flag_trains_anywhere(tmp_path):
+    result = run_cli("--cuda", "--total-timesteps", "256", "--num-steps", "32", "--eval-episodes", "1", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    if not torch.cuda.is_available():
+        assert "no CUDA device is available; training on the CPU" in result.stderr
+    assert glob.glob(str(tmp_path / "runs" / "*" / "agent.pt"))
+
+
+BAD_INPUTS = [
+    (["--env-id", "NoSuchEnv-v0"], "--env-id: unknown environment"),
+    (["--env-id", "Pendulum-v1"], "--env-id: Pendulum-v1 has continuous actions (Box); use ppo_continuous.py"),
+    (["--num-minibatches", "3"], "--num-minibatches 3 does not divide the batch"),
+    (["--num-envs", "0"], "--num-envs must be a positive integer"),
+    (["--learning-rate", "-1"], "--learning-rate must be a positive number"),
+    (["--total-timesteps", "100"], "--total-timesteps 100 is less than one batch"),
+    (["--gamma", "1.5"], "--gamma must be in [0, 1]"),
+    (["--eval-checkpoint", "missing.pt"], "--eval-checkpoint: no such file"),
+]
+
+
+@pytest.mark.parametrize("argv,message", BAD_INPUTS, ids=[m.split(":")[0].split()[0] + "-" + str(i) for i, (_, m) in enumerate(BAD_INPUTS)])
+def test_bad_input_is_one_clear_line(tmp_path, argv, message):
+    result = run_cli(*argv, cwd=tmp_path)
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines() == [f"ppo.py: error: {message}" + result.stderr.strip().split(message, 1)[1]]
+    assert message in result.stderr
+    assert not (tmp_path / "runs").exists()  # failed before writing anything
+
+
+def test_corrupt_checkpoint_is_one_clear_line_and_left_untouched(tmp_path):
+    bad = tmp_path / "agent.pt"
+    bad.write_bytes(b"not a checkpoint at all")
+    result = run_cli("--eval-checkpoint", str(bad), cwd=tmp_path)
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("ppo.py: error: --eval-checkpoint:") and "not a readable" in lines[0]
+    assert bad.read_bytes() == b"not a checkpoint at all"
+
+
+def test_ctrl_c_saves_a_checkpoint_that_evaluates(tmp_path):
+    process = subprocess.Popen([sys.executable, os.path.join(ROOT, "ppo.py"), "--total-timesteps", "10000000"],
+                               cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process.stdout.readline()  # the first progress line: training is under way
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    assert "checkpoint saved" in stderr and "Traceback" not in stderr
+    [checkpoint] = glob.glob(str(tmp_path / "runs" / "*" / "agent.pt"))
+    result = ppo.main(ppo.Args(eval_checkpoint=checkpoint, eval_episodes=2))
+    assert np.isfinite(result["eval_greedy_mean"])
