@@ -173,7 +173,10 @@ def check_env_id(env_id: str) -> None:
         gym.spec(env_id)
     except gym.error.Error as err:
         raise ConfigError(f"--env-id: unknown environment {env_id!r} ({err})") from None
-    env = gym.make(env_id)
+    try:
+        env = gym.make(env_id)
+    except gym.error.Error as err:  # e.g. a missing extra: "pip install gymnasium[box2d]"
+        raise ConfigError(f"--env-id: cannot create {env_id}: {err}") from None
     action_space, observation_space = env.action_space, env.observation_space
     env.close()
     if isinstance(action_space, gym.spaces.Box):
@@ -182,9 +185,8 @@ def check_env_id(env_id: str) -> None:
         raise ConfigError(f"--env-id: {env_id} has a {type(action_space).__name__} action space; "
                           f"ppo.py needs Discrete")
     if not (isinstance(observation_space, gym.spaces.Box) and len(observation_space.shape) == 1):
-        hint = "; use ppo_atari_carracing.py for images" if len(getattr(observation_space, "shape", ()) or ()) == 3 else ""
-        raise ConfigError(f"--env-id: {env_id} observations are {observation_space}; ppo.py needs "
-                          f"a flat Box{hint}")
+        raise ConfigError(f"--env-id: {env_id} observations are {observation_space}, not a flat vector; "
+                          f"for images use ppo_atari_carracing.py")
 
 
 def make_vector_env(env_id: str, num_envs: int, asynchronous: bool = False, render_first: bool = False):
@@ -598,7 +600,7 @@ def train(args: Args) -> dict:
     rollout = Rollout.empty(args.num_steps, args.num_envs, (obs_dim,))
     episode_return, episode_length = np.zeros(args.num_envs), np.zeros(args.num_envs, dtype=np.int64)
     episodes: list[tuple[int, float, int]] = []  # (global step, return, length)
-    threshold = envs.spec.reward_threshold if envs.spec is not None else None
+    threshold = gym.spec(args.env_id).reward_threshold  # "solved" level, for steps_to_threshold
     steps_to_threshold = None
     kl_beta, negative_ev_streak, shown_warnings = args.kl_beta, 0, set()
     interactive = sys.stdout.isatty()
