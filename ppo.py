@@ -534,7 +534,7 @@ def evaluate_checkpoint(args: Args, device: torch.device) -> dict:
 
 def health_warnings(stats: dict, negative_ev_streak: int, max_entropy: float) -> dict[str, str]:
     """Symptoms of a run going wrong, against typical healthy PPO ranges (approx KL ~0.001-0.03,
-    clip fraction ~0.05-0.3). Keys are stable so each warning is shown once per episode of it."""
+    clip fraction ~0.05-0.3). Keys name the kind of symptom, so each kind is reported once."""
     found = {}
     if stats["approx_kl"] > 0.1:
         found["kl"] = f"approx KL {stats['approx_kl']:.3f} is far above normal (< 0.03): lower the learning rate or use --kl-mode early-stop"
@@ -639,9 +639,9 @@ def train(args: Args) -> dict:
 
             negative_ev_streak = negative_ev_streak + 1 if stats["explained_variance"] < 0 else 0
             warnings = health_warnings(stats, negative_ev_streak, math.log(n_actions))
-            for key in warnings.keys() - shown_warnings:
+            for key in warnings.keys() - shown_warnings:  # each kind once per run: TensorBoard has the rest
                 print(("\n" if interactive else "") + f"warning (step {global_step:,}): {warnings[key]}", file=sys.stderr)
-            shown_warnings = set(warnings)
+            shown_warnings |= set(warnings)
 
             now = time.time()
             if interactive or now - last_print > 10 or iteration == args.num_iterations:
@@ -652,7 +652,8 @@ def train(args: Args) -> dict:
         save_checkpoint(checkpoint_path, agent, args, obs_dim, n_actions, global_step)
         print(f"\ninterrupted at step {global_step:,}; checkpoint saved to {checkpoint_path}", file=sys.stderr)
         writer.close()
-        envs.close()
+        # Ctrl-C reached the env worker processes too: end them rather than ask them to close
+        envs.close(terminate=True)
         raise
     if interactive:
         print()
