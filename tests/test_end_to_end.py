@@ -130,10 +130,16 @@ def test_corrupt_checkpoint_is_one_clear_line_and_left_untouched(tmp_path):
 def test_ctrl_c_saves_a_checkpoint_that_evaluates(tmp_path, envs):
     process = subprocess.Popen([sys.executable, os.path.join(ROOT, "ppo.py"), envs, "--total-timesteps", "10000000"],
                                cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               start_new_session=True)
-    process.stdout.readline()  # the first progress line: training is under way
-    os.killpg(process.pid, signal.SIGINT)  # as a terminal's Ctrl-C: env worker processes get it too
-    _, stderr = process.communicate(timeout=120)
+                               start_new_session=True,
+                               # a shell's background job inherits SIGINT ignored: restore the default
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        process.stdout.readline()  # the first progress line: training is under way
+        os.killpg(process.pid, signal.SIGINT)  # as a terminal's Ctrl-C: env worker processes get it too
+        _, stderr = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
     assert process.returncode == 130, stderr
     assert "checkpoint saved" in stderr and "Traceback" not in stderr
     [checkpoint] = glob.glob(str(tmp_path / "runs" / "*" / "agent.pt"))
