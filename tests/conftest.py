@@ -14,7 +14,7 @@ if ROOT not in sys.path:
 # classic-control and Box2D rendering go through pygame; CI machines have no display
 os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
 
-SCRIPTS = ["ppo", "ppo_atari_carracing"]
+SCRIPTS = ["ppo", "ppo_continuous", "ppo_atari_carracing"]
 
 
 @pytest.fixture(params=SCRIPTS)

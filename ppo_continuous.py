@@ -1,0 +1,821 @@
+"""Proximal Policy Optimization for continuous actions, in one file.
+
+    python ppo_continuous.py --env-id LunarLanderContinuous-v3   # train (add --cuda to use a GPU)
+    python ppo_continuous.py --eval-checkpoint runs/<run>/agent.pt   # evaluate a saved agent
+
+Trains an actor-critic with the clipped surrogate objective of Schulman et al. 2017,
+"Proximal Policy Optimization Algorithms" (arXiv:1707.06347), on a gymnasium env with a `Box`
+action space and a flat `Box` observation: Pendulum-v1, MountainCarContinuous-v0,
+LunarLanderContinuous-v3, BipedalWalker-v3 and BipedalWalkerHardcore-v3 with the box2d extra,
+and the MuJoCo tasks (HalfCheetah-v5, Hopper-v5, ...) once `pip install "gymnasium[mujoco]"`
+has installed MuJoCo.
+
+The skeleton, and every detail not specific to continuous control, is that of ppo.py (see its
+docstring). What differs follows the PPO paper's continuous-control set-up (section 6.1) and the
+continuous-action details of "The 37 Implementation Details of PPO" (Huang et al. 2022): a
+diagonal Gaussian policy whose mean comes from a tanh MLP and whose log std is a
+state-independent parameter, actions clipped to the bounds only on their way to the env,
+observations normalised by a running mean and variance, rewards scaled by the running std of the
+discounted return, both clipped to +-10, and the recipe of the paper's MuJoCo runs (2048 steps
+per rollout, 32 minibatches, 10 epochs, lr 3e-4 annealed, no entropy bonus).
+
+Read top to bottom: Args, the environment, the agent (with its observation normaliser), the PPO
+math as pure functions, the two phases of an iteration (collect, update), checkpoints and
+evaluation, then `train`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import random
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from typing import Literal
+
+import gymnasium as gym
+import numpy as np
+import torch
+import torch.nn as nn
+import tyro
+
+
+@dataclass
+class Args:
+    # --- experiment ---
+    exp_name: str = "ppo_continuous"
+    """name of the experiment; part of the run name runs/<env>__<exp>__<seed>__<time>"""
+    seed: int = 1
+    """seed of python, numpy, torch and the environments"""
+    torch_deterministic: bool = True
+    """use deterministic torch kernels (`torch.backends.cudnn.deterministic`)"""
+    cuda: bool = False
+    """train on the GPU when one is available (falls back to the CPU with a notice)"""
+    torch_threads: int = 1
+    """torch intra-op threads; 1 is fastest for small MLPs and leaves a core to the envs
+    (the count also changes floating-point summation order, hence results at a fixed seed)"""
+    run_dir: str = "runs"
+    """folder in which each run gets its own sub-folder (TensorBoard events, checkpoint, summary)"""
+
+    # --- environment ---
+    env_id: str = "LunarLanderContinuous-v3"
+    """gymnasium id of an env with a Box action space and a flat Box observation"""
+    num_envs: int = 1
+    """number of parallel environments"""
+    async_envs: bool = False
+    """step the envs in subprocesses (gymnasium AsyncVectorEnv); pays off for slow envs only"""
+    total_timesteps: int = 1_000_000
+    """total environment steps (over all envs) to train for"""
+    norm_obs: bool = True
+    """normalise observations by a running mean and variance (kept in the checkpoint), clipped to +-10"""
+    norm_reward: bool = True
+    """divide rewards by the running std of the discounted return, clipped to +-10"""
+
+    # --- algorithm ---
+    learning_rate: float = 3e-4
+    """Adam learning rate"""
+    anneal_lr: bool = True
+    """decay the learning rate linearly to 0 over training"""
+    num_steps: int = 2048
+    """steps per env per rollout; the batch is num_envs * num_steps"""
+    gamma: float = 0.99
+    """discount factor (also of the return whose std scales the rewards)"""
+    gae_lambda: float = 0.95
+    """lambda of generalised advantage estimation"""
+    num_minibatches: int = 32
+    """minibatches per epoch; must divide the batch"""
+    update_epochs: int = 10
+    """passes over the batch per update"""
+    norm_adv: bool = True
+    """normalise advantages within each minibatch"""
+    clip_coef: float = 0.2
+    """epsilon of the clipped surrogate objective (and of the value clip)"""
+    clip_vloss: bool = True
+    """clip the value update around the rollout's values, as in openai/baselines"""
+    ent_coef: float = 0.0
+    """weight of the entropy bonus"""
+    vf_coef: float = 0.5
+    """weight of the value loss"""
+    max_grad_norm: float = 0.5
+    """clip the global gradient norm to this"""
+    kl_mode: Literal["clip", "early-stop", "penalty"] = "clip"
+    """how the new policy is kept near the old one: 'clip' (clipped objective, KL only
+    monitored), 'early-stop' (clipped objective, stop the update once approx KL > target_kl),
+    'penalty' (the PPO paper's adaptive KL penalty on the unclipped surrogate)"""
+    target_kl: float = 0.01
+    """KL target for 'early-stop' and 'penalty'"""
+    kl_beta: float = 1.0
+    """initial KL penalty coefficient for 'penalty' (adapted after every update)"""
+    hidden_size: int = 64
+    """width of the two hidden layers of actor and critic"""
+
+    # --- evaluation and checkpoints ---
+    eval_episodes: int = 10
+    """episodes for the final evaluation (mean action and sampled), and for --eval-checkpoint"""
+    eval_checkpoint: str | None = None
+    """evaluate this saved agent.pt instead of training"""
+    capture_video: bool = False
+    """record the greedy (mean action) evaluation episodes as mp4 files"""
+
+    # --- derived sizes, computed in one place ---
+    @property
+    def batch_size(self) -> int:
+        return self.num_envs * self.num_steps
+
+    @property
+    def minibatch_size(self) -> int:
+        return self.batch_size // self.num_minibatches
+
+    @property
+    def num_iterations(self) -> int:
+        return self.total_timesteps // self.batch_size
+
+
+class ConfigError(ValueError):
+    """Bad user input: reported as one line, before anything is written."""
+
+
+def validate_args(args: Args) -> None:
+    """Fail fast, naming the flag, rather than deep inside torch or gymnasium."""
+    for name in ("num_envs", "num_steps", "num_minibatches", "update_epochs", "total_timesteps",
+                 "torch_threads", "eval_episodes", "hidden_size"):
+        if getattr(args, name) <= 0:
+            raise ConfigError(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(args, name)}")
+    for name in ("learning_rate", "clip_coef", "max_grad_norm", "target_kl", "kl_beta"):
+        value = getattr(args, name)
+        if not (value > 0 and math.isfinite(value)):
+            raise ConfigError(f"--{name.replace('_', '-')} must be a positive number, got {value}")
+    for name in ("ent_coef", "vf_coef"):
+        if not getattr(args, name) >= 0:
+            raise ConfigError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
+    for name in ("gamma", "gae_lambda"):
+        if not 0 <= getattr(args, name) <= 1:
+            raise ConfigError(f"--{name.replace('_', '-')} must be in [0, 1], got {getattr(args, name)}")
+    if args.eval_checkpoint is None:
+        if args.batch_size % args.num_minibatches:
+            raise ConfigError(
+                f"--num-minibatches {args.num_minibatches} does not divide the batch of "
+                f"num_envs * num_steps = {args.batch_size}")
+        if args.num_iterations == 0:
+            raise ConfigError(
+                f"--total-timesteps {args.total_timesteps} is less than one batch "
+                f"(num_envs * num_steps = {args.batch_size})")
+
+
+# ---------------------------------------------------------------------------------------------
+# Environment
+# ---------------------------------------------------------------------------------------------
+
+def make_env(env_id: str, render: bool = False):
+    """A thunk for the vector env. No wrappers: episode returns are counted in the rollout loop on
+    the raw rewards, the normalisation lives in the agent and the rollout, and the TimeLimit
+    that gym.make adds is what produces `truncated`."""
+    creator = os.getpid()
+
+    def thunk():
+        if os.getpid() != creator:
+            # an async env worker: Ctrl-C in a terminal reaches it too, but it is meant for the
+            # trainer, which saves its checkpoint and then stops the workers
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+        return gym.make(env_id, render_mode="rgb_array") if render else gym.make(env_id)
+    return thunk
+
+
+def check_env_id(env_id: str) -> None:
+    """An unknown id or a wrong kind of env is the most common mistake; say what to do."""
+    try:
+        gym.spec(env_id)
+    except gym.error.Error as err:
+        raise ConfigError(f"--env-id: unknown environment {env_id!r} ({err})") from None
+    try:
+        env = gym.make(env_id)
+    except gym.error.Error as err:  # a missing extra: the MuJoCo tasks are registered without MuJoCo
+        raise ConfigError(f"--env-id: cannot create {env_id}: {err}") from None
+    action_space, observation_space = env.action_space, env.observation_space
+    env.close()
+    if isinstance(action_space, gym.spaces.Discrete):
+        raise ConfigError(f"--env-id: {env_id} has discrete actions (Discrete); use ppo.py")
+    if not (isinstance(action_space, gym.spaces.Box) and len(action_space.shape) == 1):
+        raise ConfigError(f"--env-id: {env_id} has a {action_space} action space; "
+                          f"ppo_continuous.py needs a flat Box")
+    if not (isinstance(observation_space, gym.spaces.Box) and len(observation_space.shape) == 1):
+        raise ConfigError(f"--env-id: {env_id} observations are {observation_space}, not a flat vector; "
+                          f"for images use ppo_atari_carracing.py")
+
+
+def make_vector_env(env_id: str, num_envs: int, asynchronous: bool = False, render_first: bool = False):
+    """SAME_STEP autoreset: when an episode ends, `step` returns the first observation of the
+    next episode and puts the true last observation in info["final_obs"]. So every stored
+    transition (obs_t, a_t, r_t) lies inside one episode, and a truncated episode can still be
+    bootstrapped from V(final_obs). (gymnasium's default NEXT_STEP mode would instead spend one
+    step per reset on a transition that crosses the boundary and must be masked out.)"""
+    thunks = [make_env(env_id, render=render_first and i == 0) for i in range(num_envs)]
+    vector_cls = gym.vector.AsyncVectorEnv if asynchronous else gym.vector.SyncVectorEnv
+    return vector_cls(thunks, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+
+
+def action_scale(action_space: gym.spaces.Box) -> float:
+    """Mean half-width of the action bounds (1 for unbounded dimensions): the yardstick against
+    which the health check judges the policy's std."""
+    half_width = (action_space.high - action_space.low) / 2
+    return float(np.where(np.isfinite(half_width), half_width, 1.0).mean())
+
+
+# ---------------------------------------------------------------------------------------------
+# Agent
+# ---------------------------------------------------------------------------------------------
+
+NORM_CLIP = 10.0
+"""normalised observations and scaled rewards are clipped to +-NORM_CLIP (openai/baselines' VecNormalize)"""
+
+
+class RunningMeanStd(nn.Module):
+    """Mean and (population) variance of a stream, merged batch by batch with the parallel
+    formula of Chan, Golub and LeVeque (1979), so any split of the stream gives numpy's mean and
+    var of the whole. Buffers, not parameters: they are saved in the state_dict and the checkpoint,
+    the optimiser never sees them. float64, as sums over millions of steps drift in float32."""
+
+    def __init__(self, shape: tuple[int, ...] = ()):
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(shape, dtype=torch.float64))
+        self.register_buffer("var", torch.ones(shape, dtype=torch.float64))
+        self.register_buffer("count", torch.zeros((), dtype=torch.float64))
+
+    @torch.no_grad()
+    def update(self, batch: torch.Tensor) -> None:
+        batch = batch.reshape(-1, *self.mean.shape).to(torch.float64)
+        batch_var, batch_mean = torch.var_mean(batch, 0, correction=0)
+        count, n = self.count.item(), batch.shape[0]
+        total = count + n
+        delta = batch_mean - self.mean
+        # in place (so the buffers stay ordinary tensors under torch.inference_mode), with python
+        # scalars: this runs every env step, where each extra tensor op costs
+        self.mean.add_(delta, alpha=n / total)
+        self.var.mul_(count / total).add_(batch_var, alpha=n / total)
+        self.var.add_(delta.square_(), alpha=count * n / total ** 2)
+        self.count.fill_(total)
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        return ((x - self.mean) / torch.sqrt(self.var + 1e-8)).clamp(-NORM_CLIP, NORM_CLIP)
+
+
+def layer_init(layer: nn.Linear, std: float = math.sqrt(2), bias_const: float = 0.0) -> nn.Linear:
+    """Orthogonal weights, zero bias (implementation detail 2 of the 37)."""
+    nn.init.orthogonal_(layer.weight, std)
+    nn.init.constant_(layer.bias, bias_const)
+    return layer
+
+
+class Agent(nn.Module):
+    """Separate actor and critic MLPs (PPO paper section 6.1: the MuJoCo runs share no
+    parameters), a diagonal Gaussian policy, and the observation normaliser, so that one
+    state_dict is the whole model and a saved agent sees its inputs scaled as in training."""
+
+    def __init__(self, obs_dim: int, act_dim: int, hidden_size: int = 64, norm_obs: bool = True):
+        super().__init__()
+        self.obs_rms = RunningMeanStd((obs_dim,)) if norm_obs else None
+        self.critic = nn.Sequential(
+            layer_init(nn.Linear(obs_dim, hidden_size)), nn.Tanh(),
+            layer_init(nn.Linear(hidden_size, hidden_size)), nn.Tanh(),
+            layer_init(nn.Linear(hidden_size, 1), std=1.0),
+        )
+        self.actor_mean = nn.Sequential(
+            layer_init(nn.Linear(obs_dim, hidden_size)), nn.Tanh(),
+            layer_init(nn.Linear(hidden_size, hidden_size)), nn.Tanh(),
+            # a 0.01 gain starts every action's mean near 0, the middle of the usual bounds
+            layer_init(nn.Linear(hidden_size, act_dim), std=0.01),
+        )
+        # state-independent log std, learnt by the same gradient (continuous detail 2 of the 37);
+        # std 1 at the start explores the whole of a [-1, 1] action range
+        self.actor_logstd = nn.Parameter(torch.zeros(act_dim))
+
+    def normalize(self, obs: torch.Tensor, update: bool = False) -> torch.Tensor:
+        """What the networks see: (obs - mean) / std, clipped to +-10 (continuous details 6 and 7
+        of the 37). update=True only in training rollouts: the statistics are shared by all envs,
+        and frozen everywhere else (evaluation, bootstrapping)."""
+        if self.obs_rms is None:
+            return obs
+        if update:
+            self.obs_rms.update(obs)
+        return self.obs_rms.normalize(obs).to(torch.float32)
+
+    def get_value(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.critic(obs).squeeze(-1)
+
+    def get_action_and_value(self, obs: torch.Tensor, action: torch.Tensor | None = None,
+                             greedy: bool = False):
+        """Sample (or take the mean) action for normalised observations; return it with its
+        log-prob, the policy's entropy and the state value. The action is unbounded: clipping to
+        the env's bounds is the caller's business and must not reach the log-prob."""
+        mean = self.actor_mean(obs)
+        log_std = self.actor_logstd.expand_as(mean)
+        if action is None:
+            action = mean if greedy else mean + log_std.exp() * torch.randn_like(mean)
+        return action, gaussian_log_prob(action, mean, log_std), gaussian_entropy(log_std), self.get_value(obs)
+
+
+# ---------------------------------------------------------------------------------------------
+# The PPO math: pure functions, imported by tests/
+# ---------------------------------------------------------------------------------------------
+
+def gaussian_log_prob(action: torch.Tensor, mean: torch.Tensor, log_std: torch.Tensor) -> torch.Tensor:
+    """log N(a; mu, diag(sigma^2)): the action dimensions are independent, so their log-densities
+    add up (continuous detail 3 of the 37)."""
+    z = (action - mean) / log_std.exp()
+    return (-0.5 * z ** 2 - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
+
+
+def gaussian_entropy(log_std: torch.Tensor) -> torch.Tensor:
+    """H = sum_i (log sigma_i + (1 + log 2 pi) / 2); it depends on the std only."""
+    return (log_std + 0.5 * (1 + math.log(2 * math.pi))).sum(-1)
+
+
+def compute_gae(rewards: np.ndarray, values: np.ndarray, next_values: np.ndarray,
+                terminations: np.ndarray, truncations: np.ndarray,
+                gamma: float, gae_lambda: float) -> tuple[np.ndarray, np.ndarray]:
+    """Generalised advantage estimation (Schulman et al. 2016, eq. 16) over a [T, N] rollout.
+
+    next_values[t] is V of the state reached by step t: V(obs[t+1]) inside an episode, V of
+    the true final observation when step t was truncated by a time limit, anything when it
+    terminated. A termination has no future (the next value is masked); a truncation does (it
+    is bootstrapped, a time limit is not a death), but in both cases obs[t+1] belongs to a new
+    episode, so the lambda-weighted sum stops there. Returns (advantages, returns)."""
+    advantages = np.zeros_like(values)
+    running = np.zeros_like(values[0])
+    for t in reversed(range(len(rewards))):
+        delta = rewards[t] + gamma * next_values[t] * (1.0 - terminations[t]) - values[t]
+        episode_continues = 1.0 - np.maximum(terminations[t], truncations[t])
+        running = delta + gamma * gae_lambda * episode_continues * running
+        advantages[t] = running
+    return advantages, advantages + values
+
+
+def normalize_advantages(advantages: torch.Tensor) -> torch.Tensor:
+    """Per-minibatch advantage normalisation (detail 7): keeps the loss scale steady across tasks."""
+    return (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+
+
+def policy_loss(new_logprob: torch.Tensor, old_logprob: torch.Tensor, advantages: torch.Tensor,
+                clip_coef: float | None) -> torch.Tensor:
+    """Negated clipped surrogate, L^CLIP of the PPO paper (eq. 7), to be minimised.
+    The max of the two negated terms is the pessimistic bound: once the ratio leaves
+    [1 - eps, 1 + eps] in the direction the advantage favours, the gradient is zero.
+    clip_coef=None gives the plain surrogate L^CPI (used with the KL penalty)."""
+    ratio = (new_logprob - old_logprob).exp()
+    unclipped = -advantages * ratio
+    if clip_coef is None:
+        return unclipped.mean()
+    clipped = -advantages * torch.clamp(ratio, 1 - clip_coef, 1 + clip_coef)
+    return torch.max(unclipped, clipped).mean()
+
+
+def value_loss(new_value: torch.Tensor, old_value: torch.Tensor, returns: torch.Tensor,
+               clip_coef: float | None) -> torch.Tensor:
+    """0.5 * squared error to the GAE returns. With clip_coef, the pessimistic maximum with a
+    prediction clipped to old_value +- eps, as in openai/baselines' ppo2 (detail 9)."""
+    unclipped = (new_value - returns) ** 2
+    if clip_coef is None:
+        return 0.5 * unclipped.mean()
+    clipped_value = old_value + torch.clamp(new_value - old_value, -clip_coef, clip_coef)
+    return 0.5 * torch.max(unclipped, (clipped_value - returns) ** 2).mean()
+
+
+def entropy_bonus(entropy: torch.Tensor, ent_coef: float) -> torch.Tensor:
+    """Loss term (to be minimised) that rewards entropy, so it is negative."""
+    return -ent_coef * entropy.mean()
+
+
+def approx_kl(logratio: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two sample estimators of KL(pi_old || pi_new) from log(pi_new / pi_old) at actions drawn
+    from pi_old (J. Schulman, "Approximating KL divergence", 2020): the naive mean of -logratio,
+    unbiased but noisy and possibly negative, and mean((ratio - 1) - logratio), unbiased and
+    never negative. Returns (old_approx_kl, approx_kl)."""
+    return (-logratio).mean(), ((logratio.exp() - 1) - logratio).mean()
+
+
+def adapt_kl_beta(beta: float, kl: float, target_kl: float) -> float:
+    """The PPO paper's adaptive KL coefficient (section 4): double beta when the update moved the
+    policy more than 1.5x the target, halve it when less than target/1.5."""
+    if kl > 1.5 * target_kl:
+        return beta * 2.0
+    if kl < target_kl / 1.5:
+        return beta / 2.0
+    return beta
+
+
+def explained_variance(values: np.ndarray, returns: np.ndarray) -> float:
+    """1 - Var[returns - values] / Var[returns]: 1 is a perfect critic, <= 0 is no better than
+    predicting the mean."""
+    var = np.var(returns)
+    return float("nan") if var == 0 else float(1 - np.var(returns - values) / var)
+
+
+# ---------------------------------------------------------------------------------------------
+# The two phases of an iteration
+# ---------------------------------------------------------------------------------------------
+
+class RewardScaler:
+    """Rewards divided by the running std of the discounted return of each env (continuous
+    details 8 and 9 of the 37, openai/baselines' VecNormalize): the value targets get a similar
+    scale whatever the task's reward units. Not centred: shifting rewards would change what an
+    agent gains by ending or prolonging an episode. The return restarts at every episode end."""
+
+    def __init__(self, num_envs: int, gamma: float):
+        self.gamma = gamma
+        self.returns = np.zeros(num_envs)
+        self.rms = RunningMeanStd()
+
+    def __call__(self, reward: np.ndarray, ended: np.ndarray) -> np.ndarray:
+        self.returns = self.returns * self.gamma + reward
+        self.rms.update(torch.from_numpy(self.returns))
+        self.returns[ended] = 0.0
+        return np.clip(reward / math.sqrt(self.rms.var.item() + 1e-8), -NORM_CLIP, NORM_CLIP)
+
+
+@dataclass
+class Rollout:
+    """One batch of experience, [num_steps, num_envs, ...], allocated once and refilled.
+    obs are normalised (what the networks saw), rewards scaled (what the critic learns)."""
+    obs: np.ndarray
+    actions: np.ndarray
+    logprobs: np.ndarray
+    rewards: np.ndarray
+    terminations: np.ndarray
+    truncations: np.ndarray
+    values: np.ndarray
+    next_values: np.ndarray
+
+    @classmethod
+    def empty(cls, num_steps: int, num_envs: int, obs_shape: tuple[int, ...],
+              action_shape: tuple[int, ...]) -> "Rollout":
+        def zeros(*shape):
+            return np.zeros((num_steps, num_envs, *shape), dtype=np.float32)
+        return cls(obs=zeros(*obs_shape), actions=zeros(*action_shape), logprobs=zeros(),
+                   rewards=zeros(), terminations=zeros(), truncations=zeros(), values=zeros(),
+                   next_values=zeros())
+
+
+@torch.inference_mode()
+def collect_rollout(agent: Agent, envs, obs: np.ndarray, rollout: Rollout, episode_return: np.ndarray,
+                    episode_length: np.ndarray, reward_scaler: RewardScaler | None, device: torch.device):
+    """Step all envs num_steps times with the current policy, from the raw observation `obs`.
+    Returns the raw observation to start the next rollout from and the (raw return, length) of
+    every episode that ended."""
+    low, high = envs.single_action_space.low, envs.single_action_space.high
+    finished = []
+    for t in range(rollout.rewards.shape[0]):
+        # stored normalised with the statistics of this step, so the update re-evaluates the
+        # policy on exactly the inputs that produced the stored log-probs
+        norm_obs = agent.normalize(torch.from_numpy(obs).to(device), update=True)
+        action, logprob, _, value = agent.get_action_and_value(norm_obs)
+        rollout.obs[t] = norm_obs.cpu().numpy()
+        rollout.actions[t] = action.cpu().numpy()
+        rollout.logprobs[t] = logprob.cpu().numpy()
+        rollout.values[t] = value.cpu().numpy()
+        # the Gaussian's support is unbounded: only what the env receives is clipped, the sampled
+        # action is what is stored, so its stored log-prob and the update's ratio stay exact
+        # (continuous detail 5 of the 37)
+        obs, reward, terminated, truncated, info = envs.step(np.clip(rollout.actions[t], low, high))
+        obs = obs.astype(np.float32, copy=False)
+        ended = terminated | truncated
+        rollout.rewards[t] = reward if reward_scaler is None else reward_scaler(reward, ended)
+        rollout.terminations[t] = terminated
+        rollout.truncations[t] = truncated
+
+        episode_return += reward
+        episode_length += 1
+        if ended.any():
+            # Truncation is not termination: bootstrap from V(final_obs), the observation the
+            # time limit cut off, which SAME_STEP autoreset keeps in info (obs is already a reset).
+            # Most of these tasks end by a time limit, so this matters here more than in ppo.py.
+            cut = truncated & ~terminated
+            if cut.any():
+                final_obs = torch.from_numpy(np.stack(info["final_obs"][cut]).astype(np.float32))
+                rollout.next_values[t, cut] = agent.get_value(agent.normalize(final_obs.to(device))).cpu().numpy()
+            for i in np.flatnonzero(ended):
+                finished.append((float(episode_return[i]), int(episode_length[i])))
+            episode_return[ended] = 0
+            episode_length[ended] = 0
+
+    # V(obs[t+1]) for every step that did not end an episode; the last step bootstraps from
+    # the observation the next rollout will start from.
+    last_value = agent.get_value(agent.normalize(torch.from_numpy(obs).to(device))).cpu().numpy()
+    ended = np.maximum(rollout.terminations, rollout.truncations).astype(bool)
+    following = np.concatenate([rollout.values[1:], last_value[None]])
+    rollout.next_values[:] = np.where(ended, rollout.next_values, following)
+    return obs, finished
+
+
+def update(agent: Agent, optimizer: torch.optim.Optimizer, rollout: Rollout, advantages: np.ndarray,
+           returns: np.ndarray, args: Args, kl_beta: float, device: torch.device) -> dict:
+    """Several epochs of minibatch gradient steps on the PPO loss. Returns statistics of the
+    last epoch completed (the state the policy ends in)."""
+    def flat(array):
+        return torch.from_numpy(array.reshape(args.batch_size, *array.shape[2:])).to(device)
+    b_obs, b_actions, b_logprobs = flat(rollout.obs), flat(rollout.actions), flat(rollout.logprobs)
+    b_values, b_advantages, b_returns = flat(rollout.values), flat(advantages), flat(returns)
+
+    clip = args.clip_coef if args.kl_mode != "penalty" else None
+    params = list(agent.parameters())
+    stop = False
+    for epoch in range(args.update_epochs):
+        stats = {key: [] for key in ("policy_loss", "value_loss", "entropy", "old_approx_kl", "approx_kl", "clipfrac")}
+        permutation = torch.randperm(args.batch_size, device=device)
+        for start in range(0, args.batch_size, args.minibatch_size):
+            mb = permutation[start:start + args.minibatch_size]
+            _, new_logprob, entropy, new_value = agent.get_action_and_value(b_obs[mb], b_actions[mb])
+            logratio = new_logprob - b_logprobs[mb]
+            old_kl, kl = approx_kl(logratio)
+
+            mb_advantages = normalize_advantages(b_advantages[mb]) if args.norm_adv else b_advantages[mb]
+            pg_loss = policy_loss(new_logprob, b_logprobs[mb], mb_advantages, clip)
+            if args.kl_mode == "penalty":
+                # L^KLPEN (PPO paper eq. 8), with the non-negative estimator as the sample KL
+                pg_loss = pg_loss + kl_beta * kl
+            v_loss = value_loss(new_value, b_values[mb], b_returns[mb], args.clip_coef if args.clip_vloss else None)
+            loss = pg_loss + entropy_bonus(entropy, args.ent_coef) + args.vf_coef * v_loss
+
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            nn.utils.clip_grad_norm_(params, args.max_grad_norm)
+            optimizer.step()
+
+            with torch.no_grad():
+                clipfrac = ((logratio.exp() - 1).abs() > args.clip_coef).float().mean()
+                for key, value in (("policy_loss", pg_loss), ("value_loss", v_loss), ("entropy", entropy.mean()),
+                                   ("old_approx_kl", old_kl), ("approx_kl", kl), ("clipfrac", clipfrac)):
+                    stats[key].append(value.detach())
+            # early stop (OpenAI Spinning Up's PPO): the policy has moved far enough this update
+            stop = args.kl_mode == "early-stop" and kl.item() > args.target_kl
+            if stop:
+                break
+        if stop:
+            break
+
+    # one device-to-host copy per statistic rather than one per minibatch
+    summary = {key: torch.stack(values).mean().item() for key, values in stats.items()}
+    summary["epochs"] = epoch + 1
+    summary["explained_variance"] = explained_variance(rollout.values.ravel(), returns.ravel())
+    return summary
+
+
+# ---------------------------------------------------------------------------------------------
+# Checkpoints and evaluation
+# ---------------------------------------------------------------------------------------------
+
+def save_checkpoint(path: str, agent: Agent, args: Args, obs_dim: int, act_dim: int, global_step: int) -> None:
+    """Weights, normaliser statistics and plain-data metadata only, so
+    `torch.load(weights_only=True)` can read it."""
+    torch.save({"format": "ppo_continuous.py/1", "model": agent.state_dict(), "args": dataclasses.asdict(args),
+                "obs_dim": obs_dim, "act_dim": act_dim, "global_step": global_step}, path)
+
+
+def load_checkpoint(path: str, device: torch.device = torch.device("cpu")) -> tuple[Agent, dict]:
+    """Load safely: weights_only=True refuses arbitrary pickled code from an untrusted file."""
+    if not os.path.isfile(path):
+        raise ConfigError(f"--eval-checkpoint: no such file {path!r}")
+    try:
+        checkpoint = torch.load(path, map_location=device, weights_only=True)
+        args = checkpoint["args"]
+        agent = Agent(checkpoint["obs_dim"], checkpoint["act_dim"], args["hidden_size"], args["norm_obs"])
+        agent.load_state_dict(checkpoint["model"])
+    except Exception as err:  # a truncated zip, a foreign pickle, missing keys: all mean "not ours"
+        raise ConfigError(f"--eval-checkpoint: {path!r} is not a readable ppo_continuous.py checkpoint "
+                          f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})") from None
+    return agent.to(device), checkpoint
+
+
+def write_video(path: str, frames: list[np.ndarray], fps: int = 30) -> None:
+    import cv2  # only needed for --capture-video
+    height, width = frames[0].shape[:2]
+    writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height))
+    for frame in frames:
+        writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    writer.release()
+
+
+def evaluate(agent: Agent, env_id: str, episodes: int, greedy: bool, seed: int,
+             device: torch.device, video_path: str | None = None) -> np.ndarray:
+    """Raw return of `episodes` full episodes, one per env of a vector env, so they run in
+    lockstep; greedy takes the mean action. The observation statistics stay frozen, so a saved
+    agent scores what it scored at the end of training. Seeds differ from training's, so the
+    agent is scored on episodes it has not trained on."""
+    envs = make_vector_env(env_id, episodes, render_first=video_path is not None)
+    low, high = envs.single_action_space.low, envs.single_action_space.high
+    obs, _ = envs.reset(seed=seed)
+    returns, running = np.full(episodes, np.nan), np.zeros(episodes)
+    frames = []
+    while np.isnan(returns).any():
+        if video_path is not None and np.isnan(returns[0]):
+            frames.append(envs.envs[0].render())
+        with torch.inference_mode():
+            norm_obs = agent.normalize(torch.from_numpy(obs.astype(np.float32)).to(device))
+            action, _, _, _ = agent.get_action_and_value(norm_obs, greedy=greedy)
+        obs, reward, terminated, truncated, _ = envs.step(np.clip(action.cpu().numpy(), low, high))
+        running += reward
+        done = (terminated | truncated) & np.isnan(returns)
+        returns[done] = running[done]
+    envs.close()
+    if video_path is not None:
+        write_video(video_path, frames, fps=envs.metadata.get("render_fps", 30) or 30)
+    return returns
+
+
+def evaluate_checkpoint(args: Args, device: torch.device) -> dict:
+    agent, checkpoint = load_checkpoint(args.eval_checkpoint, device)
+    env_id = checkpoint["args"]["env_id"]
+    check_env_id(env_id)
+    video = None
+    if args.capture_video:
+        video = os.path.join(os.path.dirname(os.path.abspath(args.eval_checkpoint)), "eval-greedy.mp4")
+    result = {"env_id": env_id, "checkpoint": args.eval_checkpoint}
+    for mode in ("greedy", "sampled"):
+        returns = evaluate(agent, env_id, args.eval_episodes, mode == "greedy", args.seed + 100_000,
+                           device, video if mode == "greedy" else None)
+        result[f"eval_{mode}_mean"], result[f"eval_{mode}_std"] = float(returns.mean()), float(returns.std())
+        print(f"{env_id} {mode:>7}: {returns.mean():.2f} +- {returns.std():.2f} over {len(returns)} episodes")
+    if video:
+        print(f"video of the first greedy episode: {video}")
+    return result
+
+
+# ---------------------------------------------------------------------------------------------
+# Terminal display
+# ---------------------------------------------------------------------------------------------
+
+def health_warnings(stats: dict, negative_ev_streak: int, relative_action_std: float) -> dict[str, str]:
+    """Symptoms of a run going wrong, against typical healthy PPO ranges (approx KL ~0.001-0.03,
+    clip fraction ~0.05-0.3). A Gaussian's entropy has no maximum to compare with, so collapse is
+    judged on the action std relative to the half-width of the action bounds. Keys name the kind
+    of symptom, so each kind is reported once."""
+    found = {}
+    if stats["approx_kl"] > 0.1:
+        found["kl"] = f"approx KL {stats['approx_kl']:.3f} is far above normal (< 0.03): lower the learning rate or use --kl-mode early-stop"
+    if stats["clipfrac"] > 0.4:
+        found["clipfrac"] = f"clip fraction {stats['clipfrac']:.2f} is far above normal (< 0.3): the policy moves too far per update"
+    if relative_action_std < 0.01:
+        found["std"] = (f"action std is {relative_action_std:.2%} of the action bounds' half-width: "
+                        f"exploration has stopped")
+    if negative_ev_streak >= 10:
+        found["ev"] = f"explained variance negative for {negative_ev_streak} updates: the critic is not learning"
+    return found
+
+
+def format_progress(step: int, total: int, sps: float, recent_return: float | None, elapsed: float) -> str:
+    left = (total - step) / sps if sps > 0 else float("inf")
+    ret = "   n/a" if recent_return is None else f"{recent_return:8.2f}"
+    eta = time.strftime("%H:%M:%S", time.gmtime(left)) if math.isfinite(left) else "--:--:--"
+    return (f"step {step:>10,}/{total:,} ({100 * step / total:5.1f}%) | {sps:7,.0f} SPS | "
+            f"return(last 20) {ret} | elapsed {time.strftime('%H:%M:%S', time.gmtime(elapsed))} | left {eta}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Training
+# ---------------------------------------------------------------------------------------------
+
+def pick_device(args: Args) -> torch.device:
+    if args.cuda and not torch.cuda.is_available():
+        print("--cuda given but no CUDA device is available; training on the CPU", file=sys.stderr)
+    return torch.device("cuda" if args.cuda and torch.cuda.is_available() else "cpu")
+
+
+def seed_everything(seed: int, torch_deterministic: bool) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.backends.cudnn.deterministic = torch_deterministic
+
+
+def train(args: Args) -> dict:
+    """PPO, as in Algorithm 1 of the paper: for each iteration, run the policy for T steps in N
+    envs, compute advantages, then optimise the surrogate for K epochs of minibatches."""
+    from torch.utils.tensorboard import SummaryWriter  # slow import, only needed to train
+
+    validate_args(args)
+    check_env_id(args.env_id)
+    torch.set_num_threads(args.torch_threads)
+    device = pick_device(args)
+    seed_everything(args.seed, args.torch_deterministic)
+
+    envs = make_vector_env(args.env_id, args.num_envs, args.async_envs)
+    obs_dim = envs.single_observation_space.shape[0]
+    act_dim = envs.single_action_space.shape[0]
+    agent = Agent(obs_dim, act_dim, args.hidden_size, args.norm_obs).to(device)
+    reward_scaler = RewardScaler(args.num_envs, args.gamma) if args.norm_reward else None
+    # eps 1e-5 as in openai/baselines (detail 3); the fused kernel does the whole step in one op
+    optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5, fused=True)
+
+    run_name = f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
+    run_path = os.path.join(args.run_dir, run_name)
+    writer = SummaryWriter(run_path)
+    writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(
+        f"|{key}|{value}|" for key, value in dataclasses.asdict(args).items()))
+    checkpoint_path = os.path.join(run_path, "agent.pt")
+
+    rollout = Rollout.empty(args.num_steps, args.num_envs, (obs_dim,), (act_dim,))
+    episode_return, episode_length = np.zeros(args.num_envs), np.zeros(args.num_envs, dtype=np.int64)
+    episodes: list[tuple[int, float, int]] = []  # (global step, raw return, length)
+    threshold = gym.spec(args.env_id).reward_threshold  # "solved" level, for steps_to_threshold
+    steps_to_threshold = None
+    std_yardstick = action_scale(envs.single_action_space)
+    kl_beta, negative_ev_streak, shown_warnings = args.kl_beta, 0, set()
+    interactive = sys.stdout.isatty()
+    global_step, start, last_print = 0, time.time(), 0.0
+
+    obs, _ = envs.reset(seed=args.seed)
+    obs = obs.astype(np.float32, copy=False)
+    try:
+        for iteration in range(1, args.num_iterations + 1):
+            if args.anneal_lr:
+                optimizer.param_groups[0]["lr"] = args.learning_rate * (1.0 - (iteration - 1.0) / args.num_iterations)
+
+            obs, finished = collect_rollout(agent, envs, obs, rollout, episode_return, episode_length,
+                                            reward_scaler, device)
+            global_step += args.batch_size
+            for ep_return, ep_length in finished:
+                episodes.append((global_step, ep_return, ep_length))
+                writer.add_scalar("charts/episodic_return", ep_return, global_step)
+                writer.add_scalar("charts/episodic_length", ep_length, global_step)
+            recent = float(np.mean([r for _, r, _ in episodes[-20:]])) if episodes else None
+            if steps_to_threshold is None and threshold is not None and len(episodes) >= 20 and recent >= threshold:
+                steps_to_threshold = global_step
+
+            advantages, returns = compute_gae(rollout.rewards, rollout.values, rollout.next_values,
+                                              rollout.terminations, rollout.truncations,
+                                              args.gamma, args.gae_lambda)
+            stats = update(agent, optimizer, rollout, advantages, returns, args, kl_beta, device)
+            if args.kl_mode == "penalty":
+                writer.add_scalar("losses/kl_beta", kl_beta, global_step)
+                kl_beta = adapt_kl_beta(kl_beta, stats["approx_kl"], args.target_kl)
+
+            sps = global_step / (time.time() - start)
+            action_std = agent.actor_logstd.detach().exp().mean().item()
+            writer.add_scalar("charts/SPS", sps, global_step)
+            writer.add_scalar("charts/learning_rate", optimizer.param_groups[0]["lr"], global_step)
+            writer.add_scalar("charts/action_std", action_std, global_step)
+            for key, value in stats.items():
+                writer.add_scalar(f"losses/{key}", value, global_step)
+
+            negative_ev_streak = negative_ev_streak + 1 if stats["explained_variance"] < 0 else 0
+            warnings = health_warnings(stats, negative_ev_streak, action_std / std_yardstick)
+            for key in warnings.keys() - shown_warnings:  # each kind once per run: TensorBoard has the rest
+                print(("\n" if interactive else "") + f"warning (step {global_step:,}): {warnings[key]}", file=sys.stderr)
+            shown_warnings |= set(warnings)
+
+            now = time.time()
+            if interactive or now - last_print > 10 or iteration == args.num_iterations:
+                line = format_progress(global_step, args.total_timesteps, sps, recent, now - start)
+                print("\r" + line if interactive else line, end="" if interactive else "\n", flush=True)
+                last_print = now
+    except KeyboardInterrupt:
+        save_checkpoint(checkpoint_path, agent, args, obs_dim, act_dim, global_step)
+        print(f"\ninterrupted at step {global_step:,}; checkpoint saved to {checkpoint_path}", file=sys.stderr)
+        writer.close()
+        # the env workers ignore Ctrl-C (see make_env) but may be mid-step: end them, don't wait
+        envs.close(terminate=True)
+        raise
+    if interactive:
+        print()
+    envs.close()
+    sps = global_step / (time.time() - start)
+    save_checkpoint(checkpoint_path, agent, args, obs_dim, act_dim, global_step)
+
+    summary = {"env_id": args.env_id, "seed": args.seed, "run_dir": run_path, "checkpoint": checkpoint_path,
+               "global_step": global_step, "sps": sps, "steps_to_threshold": steps_to_threshold,
+               "reward_threshold": threshold, "episodes": episodes}
+    for mode in ("greedy", "sampled"):
+        video = os.path.join(run_path, "eval-greedy.mp4") if args.capture_video and mode == "greedy" else None
+        eval_returns = evaluate(agent, args.env_id, args.eval_episodes, mode == "greedy", args.seed + 100_000,
+                                device, video)
+        summary[f"eval_{mode}_mean"], summary[f"eval_{mode}_std"] = float(eval_returns.mean()), float(eval_returns.std())
+        writer.add_scalar(f"eval/{mode}_return", eval_returns.mean(), global_step)
+    writer.close()
+    with open(os.path.join(run_path, "summary.json"), "w") as f:
+        json.dump(summary, f)
+    print(f"{args.env_id}: {global_step:,} steps at {sps:,.0f} SPS; evaluation over {args.eval_episodes} episodes: "
+          f"greedy {summary['eval_greedy_mean']:.2f} +- {summary['eval_greedy_std']:.2f}, "
+          f"sampled {summary['eval_sampled_mean']:.2f} +- {summary['eval_sampled_std']:.2f}; "
+          f"checkpoint {checkpoint_path}")
+    return summary
+
+
+def main(args: Args) -> dict:
+    """Train, or with --eval-checkpoint only evaluate a saved agent."""
+    if args.eval_checkpoint is None:
+        return train(args)
+    validate_args(args)
+    torch.set_num_threads(args.torch_threads)
+    return evaluate_checkpoint(args, pick_device(args))
+
+
+if __name__ == "__main__":
+    try:
+        main(tyro.cli(Args))
+    except ConfigError as err:  # bad input: one line naming the flag, no traceback
+        raise SystemExit(f"ppo_continuous.py: error: {err}")
+    except KeyboardInterrupt:  # the checkpoint was saved by train
+        raise SystemExit(130)
