@@ -63,6 +63,10 @@ class Args:
     """step the envs in subprocesses (gymnasium AsyncVectorEnv); pays off for slow envs only"""
     total_timesteps: int = 500_000
     """total environment steps (over all envs) to train for"""
+    norm_reward: bool = False
+    """divide rewards by the running std of the discounted return, clipped to +-10; helps where
+    returns run into the hundreds (LunarLander), whose value-loss gradients would otherwise take
+    over the global gradient-norm clip"""
 
     # --- algorithm ---
     learning_rate: float = 2.5e-4
@@ -339,9 +343,58 @@ def explained_variance(values: np.ndarray, returns: np.ndarray) -> float:
 # The two phases of an iteration
 # ---------------------------------------------------------------------------------------------
 
+NORM_CLIP = 10.0
+"""scaled rewards are clipped to +-NORM_CLIP (openai/baselines' VecNormalize)"""
+
+
+class RunningMeanStd(nn.Module):
+    """Mean and (population) variance of a stream, merged batch by batch with the parallel
+    formula of Chan, Golub and LeVeque (1979), so any split of the stream gives numpy's mean and
+    var of the whole. float64, as sums over millions of steps drift in float32."""
+
+    def __init__(self, shape: tuple[int, ...] = ()):
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(shape, dtype=torch.float64))
+        self.register_buffer("var", torch.ones(shape, dtype=torch.float64))
+        self.register_buffer("count", torch.zeros((), dtype=torch.float64))
+
+    @torch.no_grad()
+    def update(self, batch: torch.Tensor) -> None:
+        batch = batch.reshape(-1, *self.mean.shape).to(torch.float64)
+        batch_var, batch_mean = torch.var_mean(batch, 0, correction=0)
+        count, n = self.count.item(), batch.shape[0]
+        total = count + n
+        delta = batch_mean - self.mean
+        # in place (so the buffers stay ordinary tensors under torch.inference_mode), with python
+        # scalars: this runs every env step, where each extra tensor op costs
+        self.mean.add_(delta, alpha=n / total)
+        self.var.mul_(count / total).add_(batch_var, alpha=n / total)
+        self.var.add_(delta.square_(), alpha=count * n / total ** 2)
+        self.count.fill_(total)
+
+
+class RewardScaler:
+    """Rewards divided by the running std of the discounted return of each env (details 8 and 9
+    of the 37's continuous list, openai/baselines' VecNormalize): the value targets get a similar
+    scale whatever the task's reward units. Not centred: shifting rewards would change what an
+    agent gains by ending or prolonging an episode. The return restarts at every episode end."""
+
+    def __init__(self, num_envs: int, gamma: float):
+        self.gamma = gamma
+        self.returns = np.zeros(num_envs)
+        self.rms = RunningMeanStd()
+
+    def __call__(self, reward: np.ndarray, ended: np.ndarray) -> np.ndarray:
+        self.returns = self.returns * self.gamma + reward
+        self.rms.update(torch.from_numpy(self.returns))
+        self.returns[ended] = 0.0
+        return np.clip(reward / math.sqrt(self.rms.var.item() + 1e-8), -NORM_CLIP, NORM_CLIP)
+
+
 @dataclass
 class Rollout:
-    """One batch of experience, [num_steps, num_envs, ...], allocated once and refilled."""
+    """One batch of experience, [num_steps, num_envs, ...], allocated once and refilled.
+    Rewards are scaled when --norm-reward is on (what the critic learns)."""
     obs: np.ndarray
     actions: np.ndarray
     logprobs: np.ndarray
@@ -362,9 +415,9 @@ class Rollout:
 
 @torch.inference_mode()
 def collect_rollout(agent: Agent, envs, obs: np.ndarray, rollout: Rollout, episode_return: np.ndarray,
-                    episode_length: np.ndarray, device: torch.device):
+                    episode_length: np.ndarray, reward_scaler: RewardScaler | None, device: torch.device):
     """Step all envs num_steps times with the current policy. Returns the observation to start
-    the next rollout from and the (return, length) of every episode that ended."""
+    the next rollout from and the (raw return, length) of every episode that ended."""
     finished = []
     for t in range(rollout.rewards.shape[0]):
         action, logprob, _, value = agent.get_action_and_value(torch.from_numpy(obs).to(device))
@@ -374,13 +427,13 @@ def collect_rollout(agent: Agent, envs, obs: np.ndarray, rollout: Rollout, episo
         rollout.values[t] = value.cpu().numpy()
         obs, reward, terminated, truncated, info = envs.step(rollout.actions[t])
         obs = obs.astype(np.float32, copy=False)
-        rollout.rewards[t] = reward
+        ended = terminated | truncated
+        rollout.rewards[t] = reward if reward_scaler is None else reward_scaler(reward, ended)
         rollout.terminations[t] = terminated
         rollout.truncations[t] = truncated
 
         episode_return += reward
         episode_length += 1
-        ended = terminated | truncated
         if ended.any():
             # Truncation is not termination: bootstrap from V(final_obs), the observation the
             # time limit cut off, which SAME_STEP autoreset keeps in info (obs is already a reset).
@@ -587,6 +640,7 @@ def train(args: Args) -> dict:
     obs_dim = envs.single_observation_space.shape[0]
     n_actions = int(envs.single_action_space.n)
     agent = Agent(obs_dim, n_actions, args.hidden_size).to(device)
+    reward_scaler = RewardScaler(args.num_envs, args.gamma) if args.norm_reward else None
     # eps 1e-5 as in openai/baselines (detail 3); the fused kernel does the whole step in one op
     optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5, fused=True)
 
@@ -613,7 +667,8 @@ def train(args: Args) -> dict:
             if args.anneal_lr:
                 optimizer.param_groups[0]["lr"] = args.learning_rate * (1.0 - (iteration - 1.0) / args.num_iterations)
 
-            obs, finished = collect_rollout(agent, envs, obs, rollout, episode_return, episode_length, device)
+            obs, finished = collect_rollout(agent, envs, obs, rollout, episode_return, episode_length,
+                                            reward_scaler, device)
             global_step += args.batch_size
             for ep_return, ep_length in finished:
                 episodes.append((global_step, ep_return, ep_length))

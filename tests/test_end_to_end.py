@@ -58,7 +58,7 @@ def collected(args):
     agent = ppo.Agent(4, 2)
     rollout = ppo.Rollout.empty(args.num_steps, args.num_envs, (4,))
     ppo.collect_rollout(agent, envs, obs.astype(np.float32), rollout, np.zeros(args.num_envs),
-                        np.zeros(args.num_envs, dtype=np.int64), torch.device("cpu"))
+                        np.zeros(args.num_envs, dtype=np.int64), None, torch.device("cpu"))
     envs.close()
     adv, ret = ppo.compute_gae(rollout.rewards, rollout.values, rollout.next_values, rollout.terminations,
                                rollout.truncations, args.gamma, args.gae_lambda)
@@ -74,6 +74,21 @@ def test_kl_modes(kl_mode):
     assert all(np.isfinite(v) for v in stats.values())
     # early stop quits after the first minibatch that passes the (absurdly low) target
     assert stats["epochs"] == (1 if kl_mode == "early-stop" else args.update_epochs)
+
+
+def test_norm_reward_scales_what_the_critic_learns_not_the_reported_returns(tmp_path):
+    envs = ppo.make_vector_env("CartPole-v1", 2)
+    obs, _ = envs.reset(seed=0)
+    rollout = ppo.Rollout.empty(64, 2, (4,))
+    _, finished = ppo.collect_rollout(ppo.Agent(4, 2), envs, obs.astype(np.float32), rollout, np.zeros(2),
+                                      np.zeros(2, dtype=np.int64), ppo.RewardScaler(2, 0.99), torch.device("cpu"))
+    envs.close()
+    # CartPole pays 1 per step: a reported return is the raw sum, the episode's length
+    assert finished and all(ret == length for ret, length in finished)
+    # the first reward meets a std of 0 and is clipped to 10; once returns spread, 1 / std < 1
+    assert np.all(rollout.rewards[0] == 10) and np.all(rollout.rewards[-1] < 1)
+    summary = ppo.train(ppo.Args(run_dir=str(tmp_path), norm_reward=True, **TINY))
+    assert all(ret == length for _, ret, length in summary["episodes"])
 
 
 def test_async_envs_and_video(tmp_path):

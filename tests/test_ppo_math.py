@@ -187,3 +187,42 @@ def test_categorical_entropy_closed_form_and_sampling():
     np.testing.assert_allclose(freq, log_probs.exp(), atol=0.01)
     np.testing.assert_allclose(logprob, log_probs[actions], rtol=1e-6)
     assert torch.all(greedy == log_probs.argmax())
+
+
+# --- running statistics and reward scaling (ppo.py --norm-reward, ppo_continuous.py) --------------
+
+@pytest.fixture(params=["ppo", "ppo_continuous"])
+def scaling_script(request):
+    import importlib
+    return importlib.import_module(request.param)
+
+
+def test_running_mean_std_matches_numpy_over_the_stream_merged_batch_by_batch(scaling_script):
+    rng = np.random.default_rng(1)
+    rms = scaling_script.RunningMeanStd((3,))
+    seen = []
+    for size in (1, 4, 1, 17, 250, 2, 1):  # single observations and batches, merged by the parallel formula
+        batch = rng.normal(loc=[0.0, 5.0, -100.0], scale=[1.0, 0.1, 30.0], size=(size, 3))
+        rms.update(torch.from_numpy(batch))
+        seen.append(batch)
+        whole = np.concatenate(seen)
+        np.testing.assert_allclose(rms.mean.numpy(), whole.mean(0), rtol=1e-10)
+        np.testing.assert_allclose(rms.var.numpy(), whole.var(0), rtol=1e-10)
+        assert rms.count.item() == len(whole)
+
+
+def test_reward_scaler_divides_by_the_running_std_of_the_discounted_return(scaling_script):
+    rng = np.random.default_rng(2)
+    T, N, gamma = 80, 3, 0.9
+    rewards = rng.normal(2.0, 3.0, size=(T, N))
+    ended = rng.random((T, N)) < 0.1
+    scaler = scaling_script.RewardScaler(N, gamma)
+    discounted, seen = np.zeros(N), []
+    for t in range(T):
+        discounted = gamma * discounted + rewards[t]
+        seen.extend(discounted)
+        expected = np.clip(rewards[t] / np.sqrt(np.var(seen) + 1e-8), -10, 10)
+        np.testing.assert_allclose(scaler(rewards[t], ended[t]), expected, rtol=1e-9)
+        discounted[ended[t]] = 0.0  # a new episode's return starts from scratch
+    # one env's first reward: the std of one return is 0, and the clip bounds the result
+    assert scaling_script.RewardScaler(1, gamma)(np.array([-5.0]), np.array([False]))[0] == -10

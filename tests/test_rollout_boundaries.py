@@ -53,7 +53,7 @@ def test_rollout_never_crosses_a_reset_and_bootstraps_truncations():
     rollout = ppo.Rollout.empty(T, N, (2,))
     ep_return, ep_length = np.zeros(N), np.zeros(N, dtype=np.int64)
     obs = obs.astype(np.float32)
-    last_obs, finished = ppo.collect_rollout(StubAgent(), envs, obs, rollout, ep_return, ep_length, torch.device("cpu"))
+    last_obs, finished = ppo.collect_rollout(StubAgent(), envs, obs, rollout, ep_return, ep_length, None, torch.device("cpu"))
     envs.close()
 
     seen_truncation = seen_termination = 0
