@@ -33,13 +33,20 @@ PYTHON=${PYTHON:-python}
 
 # Per-task recipes: script | env id | steps (full) | steps (quick) | hyper-parameters.
 # CartPole and Acrobot use the script defaults (CleanRL's classic-control recipe: 4 envs x 128
-# steps, 4 minibatches, 4 epochs, lr 2.5e-4 annealed). LunarLander uses rl-baselines3-zoo's
-# tuned PPO recipe (16 envs x 1024 steps, minibatch 64, 4 epochs, gamma 0.999, lambda 0.98,
-# entropy 0.01).
+# steps, 4 minibatches, 4 epochs, lr 2.5e-4 annealed). LunarLander starts from rl-baselines3-zoo's
+# tuned recipe (16 envs, minibatch 64, 4 epochs, gamma 0.999, lambda 0.98, entropy 0.01, lr 3e-4)
+# with three changes, each measured here at 1M steps (greedy eval, 10 episodes, seeds 1/2/3):
+#   zoo recipe as published (1024-step rollouts, value clip on)           144 / 189 / 222
+#   256-step rollouts, no value clip                                       236 / 252 / 222
+#   128-step rollouts, no value clip, --norm-reward (this recipe)          260 / 261 / 243
+# Shorter rollouts give as many gradient steps on fresher data. With gamma 0.999 the returns run
+# into the hundreds: the value clip (+-0.2 per update) stalls the critic, and the critic's
+# gradients fill the global gradient-norm clip (0.5) and shrink the policy's; scaling rewards by
+# the running std of the discounted return removes both problems.
 RECIPES="
 ppo.py|CartPole-v1|500000|100000|
 ppo.py|Acrobot-v1|500000|100000|
-ppo.py|LunarLander-v3|1000000|200000|--num-envs 16 --num-steps 1024 --num-minibatches 256 --update-epochs 4 --gamma 0.999 --gae-lambda 0.98 --ent-coef 0.01
+ppo.py|LunarLander-v3|1000000|200000|--num-envs 16 --num-steps 128 --num-minibatches 32 --update-epochs 4 --gamma 0.999 --gae-lambda 0.98 --ent-coef 0.01 --learning-rate 3e-4 --no-clip-vloss --norm-reward
 "
 
 if [ -z "$TASKS" ]; then
@@ -189,7 +196,8 @@ for env_id, summaries in runs.items():
     plt.figure(figsize=(6, 4))
     for c in curves:
         plt.plot(grid, c, color="tab:blue", alpha=0.25, linewidth=0.8)
-    plt.plot(grid, np.nanmean(curves, axis=0), color="tab:blue", label=f"mean of {len(summaries)} seeds")
+    some = ~np.isnan(curves).all(axis=0)  # before any seed has finished an episode there is no mean
+    plt.plot(grid[some], np.nanmean(curves[:, some], axis=0), color="tab:blue", label=f"mean of {len(summaries)} seeds")
     if threshold is not None:
         plt.axhline(threshold, color="grey", linestyle="--", linewidth=0.8, label=f"threshold {threshold:g}")
     plt.xlabel("environment steps"); plt.ylabel("episodic return (last 20 episodes)")
