@@ -12,7 +12,8 @@ The implementation details follow the PPO paper and "The 37 Implementation Detai
 linear learning-rate annealing, GAE (Schulman et al. 2016), minibatch advantage
 normalisation, the clipped value loss, global gradient clipping, and the three ways the paper
 (section 4) and its successors keep the new policy near the old one (clip, KL early stop,
-adaptive KL penalty).
+adaptive KL penalty). Optionally (--norm-reward), rewards are scaled by the running std of the
+discounted return, as ppo_continuous.py does by default.
 
 Read top to bottom: Args, the environment, the agent, the PPO math as pure functions, the two
 phases of an iteration (collect, update), checkpoints and evaluation, then `train`.
