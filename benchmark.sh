@@ -242,7 +242,8 @@ if "CartPole-v1" in runs and "CartPole-v1 [SB3 PPO]" in runs:
                 f"{np.mean([s['sps'] for s in ours]) / np.mean([s['sps'] for s in sb3]):.2f}x the steps per second; "
                 f"steps to a 20-episode mean of 475: ppo.py {reach(ours)}, SB3 {reach(sb3)}")
 table = "\n".join(rows)
-note = (f"\n\n{'quick mode; ' if quick else ''}up to {jobs} runs side by side, one torch thread each; eval: greedy policy, "
+side_by_side = "one run at a time" if jobs == "1" else f"up to {jobs} runs side by side"
+note = (f"\n\n{'quick mode; ' if quick else ''}{side_by_side}, one torch thread each; eval: greedy policy, "
         f"{eval_episodes} episodes per seed on unseen seeds; SPS includes the updates.\n")
 open(os.path.join(out, "results.md"), "w").write(table + note)
 print(table + note)
