@@ -1,6 +1,7 @@
-"""Each script run end to end on a tiny budget: artefacts, checkpoint evaluation, determinism,
-the KL options, Ctrl-C, and the one-line errors for bad input."""
+"""ppo.py run end to end on a tiny budget: artefacts, checkpoint evaluation, determinism, the KL
+options, reward scaling, and Ctrl-C (for ppo_continuous.py too). Bad input: test_bad_input.py."""
 import glob
+import importlib
 import os
 import signal
 import subprocess
@@ -120,9 +121,20 @@ def test_corrupt_checkpoint_is_one_clear_line_and_left_untouched(tmp_path):
     assert bad.read_bytes() == b"not a checkpoint at all"
 
 
+# a run long enough to be under way when the signal comes, for each MLP script (the pixel script's
+# Ctrl-C test is in test_carracing.py: its checkpoint is checked without a costly evaluation)
+CTRL_C_RUNS = {
+    "ppo": ["--total-timesteps", "10000000"],
+    "ppo_continuous": ["--env-id", "Pendulum-v1", "--num-steps", "256", "--num-minibatches", "4",
+                       "--total-timesteps", "500000"],
+}
+
+
+@pytest.mark.parametrize("module", list(CTRL_C_RUNS))
 @pytest.mark.parametrize("envs", ["--no-async-envs", "--async-envs"])
-def test_ctrl_c_saves_a_checkpoint_that_evaluates(tmp_path, envs):
-    process = subprocess.Popen([sys.executable, os.path.join(ROOT, "ppo.py"), envs, "--total-timesteps", "10000000"],
+def test_ctrl_c_saves_a_checkpoint_that_evaluates(tmp_path, module, envs):
+    # were the signal lost, the run would end by itself (and fail the test) rather than hang
+    process = subprocess.Popen([sys.executable, os.path.join(ROOT, f"{module}.py"), envs, *CTRL_C_RUNS[module]],
                                cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                start_new_session=True,
                                # a shell's background job inherits SIGINT ignored: restore the default
@@ -137,5 +149,6 @@ def test_ctrl_c_saves_a_checkpoint_that_evaluates(tmp_path, envs):
     assert process.returncode == 130, stderr
     assert "checkpoint saved" in stderr and "Traceback" not in stderr
     [checkpoint] = glob.glob(str(tmp_path / "runs" / "*" / "agent.pt"))
-    result = ppo.main(ppo.Args(eval_checkpoint=checkpoint, eval_episodes=2))
+    script = importlib.import_module(module)
+    result = script.main(script.Args(eval_checkpoint=checkpoint, eval_episodes=2))
     assert np.isfinite(result["eval_greedy_mean"])
