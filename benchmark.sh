@@ -173,7 +173,9 @@ PY
   done
   wait
 done
+echo "$QUICK $JOBS $EVAL_EPISODES" > "$OUT/settings.txt"  # how the runs were made, for --report
 fi  # --report: only the table and plots below
+[ -f "$OUT/settings.txt" ] && read -r QUICK JOBS EVAL_EPISODES < "$OUT/settings.txt"
 
 $PYTHON - "$OUT" "$QUICK" "$JOBS" "$EVAL_EPISODES" <<'PY'
 import glob, json, os, sys
