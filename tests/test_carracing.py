@@ -140,6 +140,36 @@ def test_frames_are_stacked_newest_last_repeated_and_reset_clears_the_stack():
     assert np.all(obs == level(1, 0))  # a new episode sees none of the previous one's frames
 
 
+def test_carracing_frames_not_drawn_change_nothing_the_agent_sees():
+    """ActionRepeat draws only the last of the repeated CarRacing frames. Against the plain env,
+    which draws every one, with the same track and actions: the same observations bit for bit,
+    the same rewards and the same episode ends, including an episode whose time limit falls on
+    a frame that was not drawn (50 frames = 12 steps of 4 and 2 frames of a 13th)."""
+    gym.register("tests/CarRacing50-v3", entry_point=pac.CAR_RACING, max_episode_steps=50)
+    rng = np.random.default_rng(0)
+    actions = rng.uniform([-1, 0, 0], [1, 1, 0.2], (30, 3)).astype(np.float32)
+    runs = []
+    for skip in (True, False):
+        env = pac.ActionRepeat(gym.make("tests/CarRacing50-v3"), 4, skip_hidden_frames=skip)
+        assert env.skip == skip
+        obs, _ = env.reset(seed=3)
+        trace = [(obs, 0.0, False, False)]
+        for action in actions:
+            obs, reward, terminated, truncated, _ = env.step(action)
+            trace.append((obs, reward, terminated, truncated))
+            if terminated or truncated:
+                obs, _ = env.reset()
+                trace.append((obs, 0.0, False, False))
+        runs.append(trace)
+        assert "_render" not in vars(env.unwrapped)  # the shadowing attribute never stays behind
+        env.close()
+    assert [t[2:] for t in runs[0]].count((False, True)) == 2  # two time limits on undrawn frames
+    assert len(runs[0]) == len(runs[1])
+    for (obs, reward, terminated, truncated), (obs_ref, reward_ref, terminated_ref, truncated_ref) in zip(*runs):
+        assert obs.shape == (96, 96, 3) and np.array_equal(obs, obs_ref)
+        assert reward == reward_ref and (terminated, truncated) == (terminated_ref, truncated_ref)
+
+
 def test_the_negative_reward_cutoff_truncates_in_training_and_never_in_evaluation():
     args = pac.Args(env_id="tests/FrameCounter-v0", negative_reward_cutoff=2, action_repeat=1, frame_size=SIZE)
     assert pac.env_options(args, training=False)["negative_reward_cutoff"] == 0
