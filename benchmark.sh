@@ -62,6 +62,12 @@ EVAL_EPISODES=100
 #   gamma 0.999, lambda 0.98, entropy 0.01).
 # - BipedalWalker-v3: rl-zoo's recipe as published (32 envs x 2048, minibatch 64, 10 epochs,
 #   gamma 0.999, lr 2.5e-4, clip 0.18), 5M steps.
+# ppo_atari_carracing.py: its defaults (the Atari recipe of the PPO paper: 8 envs x 128 steps,
+#   4 minibatches, 4 epochs, lr 2.5e-4, clip 0.1, entropy 0.01), Beta policy; the
+#   CarRacing-v3:discrete task is the same with the 5 discrete actions. A run uses every core (8
+#   async env workers, an update thread per core: --torch-threads 0), so run it alone (--jobs 1).
+#   20 evaluation episodes, not 100: each episode is a renderer process's 250 steps.
+# A task named ENV:VARIANT is ENV trained with the variant's flags, reported on a row of its own.
 RECIPES="
 ppo.py|CartPole-v1|500000|100000|
 ppo.py|Acrobot-v1|500000|100000|
@@ -69,8 +75,11 @@ ppo.py|LunarLander-v3|1000000|200000|--num-envs 16 --num-steps 128 --num-minibat
 ppo_continuous.py|Pendulum-v1|102400|51200|--num-envs 4 --num-steps 256 --num-minibatches 16 --update-epochs 10 --gamma 0.97 --gae-lambda 0.95 --learning-rate 1e-3 --no-clip-vloss
 ppo_continuous.py|LunarLanderContinuous-v3|1000000|200000|--num-envs 16 --num-steps 1024 --num-minibatches 256 --update-epochs 4 --gamma 0.999 --gae-lambda 0.98 --ent-coef 0.01
 ppo_continuous.py|BipedalWalker-v3|5000000|500000|--num-envs 32 --num-steps 2048 --num-minibatches 1024 --update-epochs 10 --gamma 0.999 --gae-lambda 0.95 --learning-rate 2.5e-4 --clip-coef 0.18
+ppo_atari_carracing.py|CarRacing-v3|300000|8192|--torch-threads 0 --eval-episodes 20
+ppo_atari_carracing.py|CarRacing-v3:discrete|300000|8192|--torch-threads 0 --eval-episodes 20 --no-continuous
 "
-LONG_TASKS="BipedalWalker-v3"  # left out of the default set: over an hour per seed on 2 cores
+# left out of the default set: over an hour per seed (BipedalWalker) or per task (CarRacing) here
+LONG_TASKS="BipedalWalker-v3 CarRacing-v3 CarRacing-v3:discrete"
 
 if [ -z "$TASKS" ]; then
   if [ "$QUICK" = 1 ]; then TASKS="CartPole-v1,Pendulum-v1"
@@ -84,10 +93,10 @@ mkdir -p "$OUT/runs" "$OUT/logs"
 for task in ${TASKS//,/ }; do
   line=$(echo "$RECIPES" | awk -F'|' -v t="$task" '$2==t')
   [ -n "$line" ] || { echo "benchmark.sh: error: no recipe for task $task" >&2; exit 2; }
-  IFS='|' read -r script env full quick hparams <<< "$line"
+  IFS='|' read -r script task full quick hparams <<< "$line"
   steps=$([ "$QUICK" = 1 ] && echo "$quick" || echo "$full")
-  for seed in $(seq 1 "$SEEDS"); do
-    echo "$script --env-id $env --seed $seed --total-timesteps $steps --torch-threads 1 --run-dir $OUT/runs/$env --exp-name bench --eval-episodes $EVAL_EPISODES $hparams" >> "$OUT/jobs.txt"
+  for seed in $(seq 1 "$SEEDS"); do  # the recipe's flags come last: they override the common ones
+    echo "$script --env-id ${task%%:*} --seed $seed --total-timesteps $steps --torch-threads 1 --run-dir $OUT/runs/$task --exp-name bench --eval-episodes $EVAL_EPISODES $hparams" >> "$OUT/jobs.txt"
   done
 done
 
@@ -140,7 +149,8 @@ fi
 
 echo "benchmark: $(wc -l < "$OUT/jobs.txt") runs, $JOBS at a time; logs in $OUT/logs/"
 run_one() {  # one training run; its summary.json lands in its run folder
-  local log; log="$OUT/logs/$(echo "$*" | awk '{n=split($1, p, "/"); print p[n] "_" $3 "_seed" $5}').log"
+  local log; log="$OUT/logs/$(echo "$*" | awk '{n=split($1, p, "/"); for (i = 1; i < NF; i++) if ($i == "--run-dir") m=split($(i+1), d, "/");
+                                              print p[n] "_" d[m] "_seed" $5}').log"
   $PYTHON $* > "$log" 2>&1 && tail -n 1 "$log" || { echo "FAILED: $* (see $log)"; return 1; }
 }
 export -f run_one; export OUT PYTHON
@@ -149,9 +159,13 @@ xargs -P "$JOBS" -I{} bash -c 'run_one {}' < "$OUT/jobs.txt" || echo "benchmark:
 # The ceiling: the same vector env stepped with random actions, $JOBS copies side by side so the
 # machine is as loaded as during training.
 : > "$OUT/env_sps.txt"
+measured=" "
 for task in ${TASKS//,/ }; do
   line=$(echo "$RECIPES" | awk -F'|' -v t="$task" '$2==t')
   IFS='|' read -r script env full quick hparams <<< "$line"
+  env=${env%%:*}
+  case "$measured" in *" $env "*) continue ;; esac  # a variant steps the same env
+  measured="$measured$env "
   num_envs=$(echo "$hparams" | awk '{for(i=1;i<NF;i++) if($i=="--num-envs") print $(i+1)}')
   module=${script%.py}
   for j in $(seq 1 "$JOBS"); do
@@ -185,7 +199,9 @@ out, quick, jobs, eval_episodes = sys.argv[1], sys.argv[2] == "1", sys.argv[3], 
 runs = defaultdict(list)
 for path in sorted(glob.glob(os.path.join(out, "runs", "*", "*", "summary.json"))):
     summary = json.load(open(path))
-    runs[summary["env_id"]].append(summary)
+    task = os.path.basename(os.path.dirname(os.path.dirname(path)))  # ENV or ENV:VARIANT
+    variant = f" [{task.split(':', 1)[1]}]" if ":" in task else ""
+    runs[summary["env_id"] + variant].append(summary)
 ceiling = defaultdict(list)
 for line in open(os.path.join(out, "env_sps.txt")):
     env_id, sps = line.split()
@@ -234,7 +250,7 @@ for env_id, summaries in runs.items():
         plt.axhline(threshold, color="grey", linestyle="--", linewidth=0.8, label=f"threshold {threshold:g}")
     plt.xlabel("environment steps"); plt.ylabel("episodic return (last 20 episodes)")
     plt.title(env_id); plt.legend(); plt.tight_layout()
-    plt.savefig(os.path.join(out, f"{env_id}.png"), dpi=100); plt.close()
+    plt.savefig(os.path.join(out, f"{env_id.replace(' [', '-').rstrip(']').replace(' ', '-')}.png"), dpi=100); plt.close()
 if "CartPole-v1" in runs and "CartPole-v1 [SB3 PPO]" in runs:
     ours, sb3 = runs["CartPole-v1"], runs["CartPole-v1 [SB3 PPO]"]
     def reach(ss):

@@ -67,9 +67,10 @@ class Args:
     """use deterministic torch kernels (`torch.backends.cudnn.deterministic`)"""
     cuda: bool = False
     """train on the GPU when one is available (falls back to the CPU with a notice)"""
-    torch_threads: int = 1
-    """torch intra-op threads; 1 leaves the cores to the async env workers (on a busy 2-core
-    machine, 2 threads made the forward pass 20x and the update 2x slower); changes results at a seed"""
+    torch_threads: int = 0
+    """torch intra-op threads for the update, while the env workers wait: 0 means one per core.
+    Collecting the rollout always uses one, leaving the cores to the env workers (a thread pool
+    that spins while they step slows them down). The count changes results at a fixed seed"""
     run_dir: str = "runs"
     """folder in which each run gets its own sub-folder (TensorBoard events, checkpoint, summary)"""
 
@@ -166,11 +167,13 @@ MIN_FRAME_SIZE = 36
 def validate_args(args: Args) -> None:
     """Fail fast, naming the flag, rather than deep inside torch or gymnasium."""
     for name in ("num_envs", "num_steps", "num_minibatches", "update_epochs", "total_timesteps",
-                 "torch_threads", "eval_episodes", "frame_size", "frame_stack", "action_repeat"):
+                 "eval_episodes", "frame_size", "frame_stack", "action_repeat"):
         if getattr(args, name) <= 0:
             raise ConfigError(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(args, name)}")
     if args.frame_size < MIN_FRAME_SIZE:
         raise ConfigError(f"--frame-size must be at least {MIN_FRAME_SIZE} for the Nature CNN, got {args.frame_size}")
+    if args.torch_threads < 0:
+        raise ConfigError(f"--torch-threads must be >= 0 (0: one per core), got {args.torch_threads}")
     if args.negative_reward_cutoff < 0:
         raise ConfigError(f"--negative-reward-cutoff must be >= 0 (0 turns it off), got {args.negative_reward_cutoff}")
     for name in ("learning_rate", "clip_coef", "max_grad_norm", "target_kl", "kl_beta"):
@@ -792,22 +795,26 @@ def write_video(path: str, frames: list[np.ndarray], fps: float = 30) -> None:
 
 def evaluate(agent: Agent, args: Args, episodes: int, greedy: bool, seed: int,
              device: torch.device, video_path: str | None = None) -> np.ndarray:
-    """Unclipped return of `episodes` full episodes, one per env of a vector env, so they run in
-    lockstep, on the env without the training cut-off. Seeds differ from training's, so the agent
-    is scored on tracks (or games) it has not trained on. Atari keeps its life-loss episode ends,
-    only so that FIRE is pressed after each lost life; the score counted is the whole game's."""
-    envs = make_vector_env(args.env_id, episodes, args.async_envs, video_path, **env_options(args, training=False))
+    """Unclipped return of `episodes` full episodes on the env without the training cut-off, on
+    at most num_envs envs (each is a process holding a renderer). Env i plays a fixed quota of
+    consecutive episodes, decided before any starts: counting whichever episodes finish first
+    would favour the short ones. Seeds differ from training's, so the agent is scored on tracks
+    (or games) it has not trained on. Atari keeps its life-loss episode ends, only so that FIRE
+    is pressed after each lost life; the score counted is the whole game's."""
+    n = min(episodes, args.num_envs)
+    envs = make_vector_env(args.env_id, n, args.async_envs, video_path, **env_options(args, training=False))
+    quota = [episodes // n + (i < episodes % n) for i in range(n)]
+    returns: list[list[float]] = [[] for _ in range(n)]
     obs, _ = envs.reset(seed=seed)
-    returns = np.full(episodes, np.nan)
-    while np.isnan(returns).any():
+    while any(len(r) < q for r, q in zip(returns, quota)):
         with torch.inference_mode():
             action, _, _, _ = agent.get_action_and_value(torch.from_numpy(obs).to(device), greedy=greedy)
         obs, _, _, _, info = envs.step(env_action(action.cpu().numpy(), envs.single_action_space))
         for i, ret, _ in finished_episodes(info):
-            if np.isnan(returns[i]):
-                returns[i] = ret
+            if len(returns[i]) < quota[i]:
+                returns[i].append(ret)
     envs.close()  # waits for the workers, so a video written by one is complete
-    return returns
+    return np.array([ret for env_returns in returns for ret in env_returns])
 
 
 def evaluate_checkpoint(args: Args, device: torch.device) -> dict:
@@ -888,7 +895,8 @@ def train(args: Args) -> dict:
 
     validate_args(args)
     check_env_id(args.env_id)
-    torch.set_num_threads(args.torch_threads)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    update_threads = args.torch_threads or cores
     device = pick_device(args)
     seed_everything(args.seed, args.torch_deterministic)
 
@@ -923,6 +931,7 @@ def train(args: Args) -> dict:
             if args.anneal_lr:
                 optimizer.param_groups[0]["lr"] = args.learning_rate * (1.0 - (iteration - 1.0) / args.num_iterations)
 
+            torch.set_num_threads(1)
             obs, finished = collect_rollout(agent, envs, obs, rollout, device)
             global_step += args.batch_size
             for ep_return, ep_length in finished:
@@ -936,6 +945,7 @@ def train(args: Args) -> dict:
             advantages, returns = compute_gae(rollout.rewards, rollout.values, rollout.next_values,
                                               rollout.terminations, rollout.truncations,
                                               args.gamma, args.gae_lambda)
+            torch.set_num_threads(update_threads)  # the env workers are idle until the next rollout
             stats = update(agent, optimizer, rollout, advantages, returns, args, kl_beta, device)
             if args.kl_mode == "penalty":
                 writer.add_scalar("losses/kl_beta", kl_beta, global_step)
@@ -968,6 +978,7 @@ def train(args: Args) -> dict:
     if interactive:
         print()
     envs.close()
+    torch.set_num_threads(1)  # evaluation steps envs too
     sps = global_step / (time.time() - start)
     save_checkpoint(checkpoint_path, agent, args, global_step)
 
@@ -995,7 +1006,7 @@ def main(args: Args) -> dict:
     if args.eval_checkpoint is None:
         return train(args)
     validate_args(args)
-    torch.set_num_threads(args.torch_threads)
+    torch.set_num_threads(1)  # the forward passes of evaluation are small
     return evaluate_checkpoint(args, pick_device(args))
 
 

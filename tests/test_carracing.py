@@ -332,6 +332,19 @@ def state(path):
     return torch.load(path, weights_only=True)["model"]
 
 
+def test_evaluation_plays_every_episode_asked_for_on_at_most_num_envs_envs(monkeypatch):
+    """5 episodes on 2 envs: a quota of 3 and 2 episodes, fixed in advance, all of them whole
+    (FrameCounter's episodes are 7 frames of -0.1)."""
+    made = []
+    make = pac.make_vector_env
+    monkeypatch.setattr(pac, "make_vector_env", lambda env_id, n, *a, **k: made.append(n) or make(env_id, n, *a, **k))
+    args = pac.Args(env_id="tests/FrameCounter-v0", **TINY)
+    agent = pac.Agent((2, SIZE, SIZE), 2, False)
+    returns = pac.evaluate(agent, args, 5, True, 100_001, torch.device("cpu"))
+    assert made == [2] and returns.shape == (5,)
+    np.testing.assert_allclose(returns, -0.7, rtol=1e-6)
+
+
 def test_same_seed_same_result_different_seed_different(tmp_path):
     args = dict(env_id="tests/GlimpseContinuous-v0", **TINY)
     a = pac.train(pac.Args(run_dir=str(tmp_path / "a"), **args))
