@@ -41,6 +41,7 @@ BAD_INPUTS = {
         (["--frame-size", "20"], "--frame-size must be at least 36 for the Nature CNN, got 20"),
         (["--num-minibatches", "3"], "--num-minibatches 3 does not divide the batch"),
         (["--negative-reward-cutoff", "-1"], "--negative-reward-cutoff must be >= 0"),
+        (["--torch-threads", "-1"], "--torch-threads must be >= 0 (0: one per core), got -1"),
         (["--eval-checkpoint", "missing.pt"], "--eval-checkpoint: no such file"),
     ],
 }
