@@ -63,10 +63,12 @@ EVAL_EPISODES=100
 # - BipedalWalker-v3: rl-zoo's recipe as published (32 envs x 2048, minibatch 64, 10 epochs,
 #   gamma 0.999, lr 2.5e-4, clip 0.18), 5M steps.
 # ppo_atari_carracing.py: its defaults (the Atari recipe of the PPO paper: 8 envs x 128 steps,
-#   4 minibatches, 4 epochs, lr 2.5e-4, clip 0.1, entropy 0.01), Beta policy; the
-#   CarRacing-v3:discrete task is the same with the 5 discrete actions. A run uses every core (8
+#   4 minibatches, 4 epochs, lr 2.5e-4, clip 0.1, entropy 0.01, cut-off after 50 steps without
+#   reward), 300k steps = 1.2M frames. CarRacing-v3 uses the 5 discrete actions (the default),
+#   CarRacing-v3:beta the continuous ones with the Beta policy; seed 1 of each, greedy eval over
+#   20 episodes: discrete 701, Beta 560, so discrete became the default. A run uses every core (8
 #   async env workers, an update thread per core: --torch-threads 0), so run it alone (--jobs 1).
-#   20 evaluation episodes, not 100: each episode is a renderer process's 250 steps.
+#   20 evaluation episodes, not 100: each CarRacing episode is 250 steps of a renderer process.
 # A task named ENV:VARIANT is ENV trained with the variant's flags, reported on a row of its own.
 RECIPES="
 ppo.py|CartPole-v1|500000|100000|
@@ -76,10 +78,10 @@ ppo_continuous.py|Pendulum-v1|102400|51200|--num-envs 4 --num-steps 256 --num-mi
 ppo_continuous.py|LunarLanderContinuous-v3|1000000|200000|--num-envs 16 --num-steps 1024 --num-minibatches 256 --update-epochs 4 --gamma 0.999 --gae-lambda 0.98 --ent-coef 0.01
 ppo_continuous.py|BipedalWalker-v3|5000000|500000|--num-envs 32 --num-steps 2048 --num-minibatches 1024 --update-epochs 10 --gamma 0.999 --gae-lambda 0.95 --learning-rate 2.5e-4 --clip-coef 0.18
 ppo_atari_carracing.py|CarRacing-v3|300000|8192|--torch-threads 0 --eval-episodes 20
-ppo_atari_carracing.py|CarRacing-v3:discrete|300000|8192|--torch-threads 0 --eval-episodes 20 --no-continuous
+ppo_atari_carracing.py|CarRacing-v3:beta|300000|8192|--torch-threads 0 --eval-episodes 20 --continuous
 "
-# left out of the default set: over an hour per seed (BipedalWalker) or per task (CarRacing) here
-LONG_TASKS="BipedalWalker-v3 CarRacing-v3 CarRacing-v3:discrete"
+# left out of the default set: about an hour per seed here
+LONG_TASKS="BipedalWalker-v3 CarRacing-v3 CarRacing-v3:beta"
 
 if [ -z "$TASKS" ]; then
   if [ "$QUICK" = 1 ]; then TASKS="CartPole-v1,Pendulum-v1"
@@ -202,6 +204,19 @@ for path in sorted(glob.glob(os.path.join(out, "runs", "*", "*", "summary.json")
     task = os.path.basename(os.path.dirname(os.path.dirname(path)))  # ENV or ENV:VARIANT
     variant = f" [{task.split(':', 1)[1]}]" if ":" in task else ""
     runs[summary["env_id"] + variant].append(summary)
+def flag(line, name, default):
+    """The value of the last --name on a job line: a recipe's flags come after the common ones."""
+    words, value = line.split(), default
+    for i, word in enumerate(words[:-1]):
+        if word == name:
+            value = words[i + 1]
+    return value
+settings = {}  # task row -> (evaluation episodes, torch threads), from the job lines as run
+for line in open(os.path.join(out, "jobs.txt")):
+    task = os.path.basename(flag(line, "--run-dir", ""))
+    env_id = flag(line, "--env-id", task) + (" [SB3 PPO]" if "sb3_ppo.py" in line else "")
+    row = env_id + (f" [{task.split(':', 1)[1]}]" if ":" in task else "")
+    settings[row] = (flag(line, "--eval-episodes", eval_episodes), flag(line, "--torch-threads", "1"))
 ceiling = defaultdict(list)
 for line in open(os.path.join(out, "env_sps.txt")):
     env_id, sps = line.split()
@@ -227,6 +242,9 @@ for env_id, summaries in runs.items():
     evals = np.array([s["eval_greedy_mean"] for s in summaries])
     reached = [s["steps_to_threshold"] for s in summaries if s["steps_to_threshold"] is not None]
     threshold = summaries[0]["reward_threshold"]
+    if threshold is None:  # runs made before ppo_atari_carracing.py recorded CarRacing's 900
+        import gymnasium as gym
+        threshold = gym.spec(env_id.split(" [")[0]).reward_threshold
     if threshold is None:  # e.g. Pendulum-v1: gymnasium registers no "solved" level
         to_threshold = "no threshold registered"
     elif reached:
@@ -237,7 +255,9 @@ for env_id, summaries in runs.items():
     base_env = env_id.split(" [")[0]
     env_sps = np.mean(ceiling[base_env]) if ceiling[base_env] else float("nan")
     steps = summaries[0]["global_step"]
-    rows.append(f"| {env_id} | {steps:,} | {len(summaries)} | {evals.mean():.1f} +- {evals.std():.1f} | {evals.min():.1f} | "
+    spread = (f"+- {evals.std():.1f}" if len(summaries) > 1  # one seed: the spread over its episodes
+              else f"(one seed; +- {summaries[0]['eval_greedy_std']:.1f} over its episodes)")
+    rows.append(f"| {env_id} | {steps:,} | {len(summaries)} | {evals.mean():.1f} {spread} | {evals.min():.1f} | "
                 f"{to_threshold} | {sps:,.0f} | {env_sps:,.0f} | {sps / env_sps:.2f} |")
     grid = np.linspace(0, steps, 200)
     curves = np.array([curve(s, grid) for s in summaries])
@@ -263,6 +283,10 @@ table = "\n".join(rows)
 side_by_side = "one run at a time" if jobs == "1" else f"up to {jobs} runs side by side"
 note = (f"\n\n{'quick mode; ' if quick else ''}{side_by_side}, one torch thread each; eval: greedy policy, "
         f"{eval_episodes} episodes per seed on unseen seeds; SPS includes the updates.\n")
+others = [f"{row}: {episodes} evaluation episodes, --torch-threads {threads}"
+          for row, (episodes, threads) in settings.items() if row in runs and (episodes, threads) != (eval_episodes, "1")]
+if others:  # recipes that override the common settings (0 threads: one per core for the update)
+    note += "except " + "; ".join(others) + ".\n"
 open(os.path.join(out, "results.md"), "w").write(table + note)
 print(table + note)
 PY

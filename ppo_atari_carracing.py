@@ -1,7 +1,7 @@
 """Proximal Policy Optimization from pixels, in one file: the Atari recipe applied to CarRacing-v3.
 
     python ppo_atari_carracing.py                            # CarRacing-v3 (add --cuda to use a GPU)
-    python ppo_atari_carracing.py --no-continuous            # CarRacing-v3 with its 5 discrete actions
+    python ppo_atari_carracing.py --continuous               # CarRacing-v3, steer/gas/brake, Beta policy
     python ppo_atari_carracing.py --env-id ALE/Breakout-v5   # an Atari game (needs: pip install ale-py)
     python ppo_atari_carracing.py --eval-checkpoint runs/<run>/agent.pt   # evaluate a saved agent
 
@@ -16,6 +16,8 @@ CarRacing-v3 has two action interfaces and both work: its 5 discrete actions wit
 policy, and continuous (steer, gas, brake) with a Beta-distribution policy (Chou et al. 2017,
 "Improving Stochastic Policy Gradients in Continuous Control with Deep RL using the Beta
 Distribution"), whose samples lie inside the action bounds, so no clipping biases the gradient.
+The discrete interface is the default: with the same recipe and 300k steps it scored 701 against
+the Beta policy's 560 here, and was ahead all along its learning curve (README, Benchmark).
 Atari games (ALE ids) get the rest of the Atari recipe: no-op and fire resets, max-pooled frame
 skip, end of episode at a lost life, reward clipping.
 
@@ -77,9 +79,10 @@ class Args:
     # --- environment ---
     env_id: str = "CarRacing-v3"
     """gymnasium id of an env with RGB-frame observations: CarRacing-v3, or an ALE/ Atari id"""
-    continuous: bool = True
-    """CarRacing only: continuous (steer, gas, brake) actions with a Beta policy; --no-continuous
-    uses its 5 discrete actions with a categorical policy (Atari games are always discrete)"""
+    continuous: bool = False
+    """CarRacing only: continuous (steer, gas, brake) actions with a Beta policy instead of its 5
+    discrete actions with a categorical policy. Discrete is the default because it learned
+    faster in the benchmark here (README); Atari games are always discrete"""
     num_envs: int = 8
     """number of parallel environments"""
     async_envs: bool = True
@@ -362,7 +365,7 @@ class RecordFirstEpisode(gym.Wrapper):
         return obs, reward, terminated, truncated, info
 
 
-def make_env(env_id: str, continuous: bool = True, frame_size: int = 84, frame_stack: int = 4,
+def make_env(env_id: str, continuous: bool = False, frame_size: int = 84, frame_stack: int = 4,
              action_repeat: int = 4, negative_reward_cutoff: int = 0, video_path: str | None = None):
     """A thunk for the vector env; the wrappers below are listed in the order they apply to a
     frame. The episode statistics (unclipped return, length) are taken above the frame skip and
@@ -918,7 +921,7 @@ def train(args: Args) -> dict:
 
     rollout = Rollout.empty(args.num_steps, args.num_envs, obs_shape, (n_actions,) if continuous else ())
     episodes: list[tuple[int, float, int]] = []  # (global step, unclipped return, length)
-    threshold = envs.spec.reward_threshold if envs.spec is not None else None
+    threshold = gym.spec(args.env_id).reward_threshold  # CarRacing: 900; a vector env has no spec of its own
     steps_to_threshold = None
     kl_beta, negative_ev_streak, shown_warnings = args.kl_beta, 0, set()
     min_entropy = entropy_floor(n_actions, continuous)

@@ -376,10 +376,10 @@ def test_kl_modes(kl_mode):
 
 
 def test_real_carracing_async_continuous_with_video(tmp_path):
-    """The default path on the real env: async workers, Beta actions, unclipped returns, video."""
-    args = pac.Args(env_id="tests/CarRacingShort-v3", run_dir=str(tmp_path), num_envs=2, num_steps=8,
+    """The real env on async workers (the default), Beta actions, unclipped returns, video."""
+    args = pac.Args(env_id="tests/CarRacingShort-v3", run_dir=str(tmp_path), num_envs=2, num_steps=8, continuous=True,
                     num_minibatches=2, total_timesteps=32, eval_episodes=1, capture_video=True, torch_threads=1)
-    assert args.async_envs and args.continuous  # the defaults
+    assert args.async_envs  # the default
     summary = pac.train(args)
     checkpoint = torch.load(summary["checkpoint"], weights_only=True)
     assert checkpoint["continuous"] and checkpoint["n_actions"] == 3 and checkpoint["obs_shape"] == [4, 84, 84]
@@ -484,7 +484,7 @@ def test_ctrl_c_in_a_terminal_saves_a_checkpoint_that_evaluates(tmp_path):
     assert "checkpoint saved" in stderr and "Traceback" not in stderr
     [checkpoint] = glob.glob(str(tmp_path / "runs" / "*" / "agent.pt"))
     agent, train_args, _ = pac.load_checkpoint(checkpoint)
-    assert train_args.env_id == "CarRacing-v3" and agent.continuous
+    assert train_args.env_id == "CarRacing-v3" and not agent.continuous  # the defaults: discrete actions
 
 
 # --- Atari (runs where ale-py is installed: pip install ale-py; its wheel ships the ROMs) ----------
