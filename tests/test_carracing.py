@@ -345,8 +345,9 @@ def test_evaluation_plays_every_episode_asked_for_on_at_most_num_envs_envs(monke
     np.testing.assert_allclose(returns, -0.7, rtol=1e-6)
 
 
-def test_same_seed_same_result_different_seed_different(tmp_path):
-    args = dict(env_id="tests/GlimpseContinuous-v0", **TINY)
+@pytest.mark.parametrize("update_threads", [1, 2])  # the update may use several threads (--torch-threads)
+def test_same_seed_same_result_different_seed_different(tmp_path, update_threads):
+    args = dict(env_id="tests/GlimpseContinuous-v0", **{**TINY, "torch_threads": update_threads})
     a = pac.train(pac.Args(run_dir=str(tmp_path / "a"), **args))
     b = pac.train(pac.Args(run_dir=str(tmp_path / "b"), **args))
     c = pac.train(pac.Args(run_dir=str(tmp_path / "c"), seed=2, **args))
