@@ -66,8 +66,9 @@ EVAL_EPISODES=100
 #   4 minibatches, 4 epochs, lr 2.5e-4, clip 0.1, entropy 0.01, cut-off after 50 steps without
 #   reward), 300k steps = 1.2M frames. CarRacing-v3 uses the 5 discrete actions (the default),
 #   CarRacing-v3:beta the continuous ones with the Beta policy; seed 1 of each, greedy eval over
-#   20 episodes: discrete 701, Beta 560, so discrete became the default (discrete seed 2: 702). A run uses every core (8
-#   async env workers, an update thread per core: --torch-threads 0), so run it alone (--jobs 1).
+#   20 episodes: discrete 701, Beta 560, so discrete became the default (discrete seed 2: 702).
+#   A run uses every core (8 async env workers, an update thread per core: --torch-threads 0),
+#   so run it alone (--jobs 1).
 #   20 evaluation episodes, not 100: each CarRacing episode is 250 steps of a renderer process.
 # A task named ENV:VARIANT is ENV trained with the variant's flags, reported on a row of its own.
 RECIPES="
