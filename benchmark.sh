@@ -199,12 +199,14 @@ import glob, json, os, sys
 from collections import defaultdict
 import numpy as np
 out, quick, jobs, eval_episodes = sys.argv[1], sys.argv[2] == "1", sys.argv[3], sys.argv[4]
+def row_name(env_id, task):
+    """The table row of a run: its env id, and the variant of a task named ENV:VARIANT."""
+    return env_id + (f" [{task.split(':', 1)[1]}]" if ":" in task else "")
 runs = defaultdict(list)
 for path in sorted(glob.glob(os.path.join(out, "runs", "*", "*", "summary.json"))):
     summary = json.load(open(path))
-    task = os.path.basename(os.path.dirname(os.path.dirname(path)))  # ENV or ENV:VARIANT
-    variant = f" [{task.split(':', 1)[1]}]" if ":" in task else ""
-    runs[summary["env_id"] + variant].append(summary)
+    task = os.path.basename(os.path.dirname(os.path.dirname(path)))  # the run folder: ENV or ENV:VARIANT
+    runs[row_name(summary["env_id"], task)].append(summary)
 def flag(line, name, default):
     """The value of the last --name on a job line: a recipe's flags come after the common ones."""
     words, value = line.split(), default
@@ -216,8 +218,7 @@ settings = {}  # task row -> (evaluation episodes, torch threads), from the job 
 for line in open(os.path.join(out, "jobs.txt")):
     task = os.path.basename(flag(line, "--run-dir", ""))
     env_id = flag(line, "--env-id", task) + (" [SB3 PPO]" if "sb3_ppo.py" in line else "")
-    row = env_id + (f" [{task.split(':', 1)[1]}]" if ":" in task else "")
-    settings[row] = (flag(line, "--eval-episodes", eval_episodes), flag(line, "--torch-threads", "1"))
+    settings[row_name(env_id, task)] = (flag(line, "--eval-episodes", eval_episodes), flag(line, "--torch-threads", "1"))
 ceiling = defaultdict(list)
 for line in open(os.path.join(out, "env_sps.txt")):
     env_id, sps = line.split()

@@ -85,6 +85,8 @@ gym.register("tests/Glimpse-v0", entry_point=Glimpse)
 gym.register("tests/GlimpseContinuous-v0", entry_point=Glimpse, kwargs={"continuous": True})
 # the real CarRacing, cut to 48 frames (12 steps of 4 frames) so that an episode costs ~0.5 s
 gym.register("tests/CarRacingShort-v3", entry_point=pac.CAR_RACING, max_episode_steps=48, reward_threshold=900)
+# 50 frames: the time limit falls on the second frame of a 4-frame action, one that is not drawn
+gym.register("tests/CarRacing50-v3", entry_point=pac.CAR_RACING, max_episode_steps=50)
 
 
 @pytest.fixture(autouse=True)
@@ -145,7 +147,6 @@ def test_carracing_frames_not_drawn_change_nothing_the_agent_sees():
     which draws every one, with the same track and actions: the same observations bit for bit,
     the same rewards and the same episode ends, including an episode whose time limit falls on
     a frame that was not drawn (50 frames = 12 steps of 4 and 2 frames of a 13th)."""
-    gym.register("tests/CarRacing50-v3", entry_point=pac.CAR_RACING, max_episode_steps=50)
     rng = np.random.default_rng(0)
     actions = rng.uniform([-1, 0, 0], [1, 1, 0.2], (30, 3)).astype(np.float32)
     runs = []
