@@ -570,7 +570,9 @@ def update(agent: Agent, optimizer: torch.optim.Optimizer, rollout: Rollout, adv
 def save_checkpoint(path: str, agent: Agent, args: Args, obs_dim: int, act_dim: int, global_step: int) -> None:
     """Weights, normaliser statistics and plain-data metadata only, so
     `torch.load(weights_only=True)` can read it."""
-    torch.save({"format": "ppo_continuous.py/1", "model": agent.state_dict(), "args": dataclasses.asdict(args),
+    # CPU tensors: a checkpoint trained with --cuda then opens with a plain torch.load anywhere
+    weights = {key: value.cpu() for key, value in agent.state_dict().items()}
+    torch.save({"format": "ppo_continuous.py/1", "model": weights, "args": dataclasses.asdict(args),
                 "obs_dim": obs_dim, "act_dim": act_dim, "global_step": global_step}, path)
 
 
@@ -679,7 +681,7 @@ def format_progress(step: int, total: int, sps: float, recent_return: float | No
 
 def pick_device(args: Args) -> torch.device:
     if args.cuda and not torch.cuda.is_available():
-        print("--cuda given but no CUDA device is available; training on the CPU", file=sys.stderr)
+        print("--cuda given but no CUDA device is available; running on the CPU", file=sys.stderr)
     return torch.device("cuda" if args.cuda and torch.cuda.is_available() else "cpu")
 
 

@@ -278,7 +278,7 @@ def test_default_task_trains_from_the_command_line_and_cuda_falls_back(tmp_path)
     result = run_cli("--cuda", "--total-timesteps", "2048", "--eval-episodes", "1", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     if not torch.cuda.is_available():
-        assert "no CUDA device is available; training on the CPU" in result.stderr
+        assert "no CUDA device is available; running on the CPU" in result.stderr
     assert "LunarLanderContinuous-v3: 2,048 steps" in result.stdout
     [checkpoint] = glob.glob(str(tmp_path / "runs" / "*" / "agent.pt"))
     evaluated = run_cli("--eval-checkpoint", checkpoint, "--eval-episodes", "1", cwd=tmp_path)

@@ -107,7 +107,7 @@ def test_cuda_flag_trains_anywhere(tmp_path):
     result = run_cli("--cuda", "--total-timesteps", "256", "--num-steps", "32", "--eval-episodes", "1", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     if not torch.cuda.is_available():
-        assert "no CUDA device is available; training on the CPU" in result.stderr
+        assert "no CUDA device is available; running on the CPU" in result.stderr
     assert glob.glob(str(tmp_path / "runs" / "*" / "agent.pt"))
 
 
