@@ -112,6 +112,10 @@ class Args:
     """initial KL penalty coefficient for 'penalty' (adapted after every update)"""
     hidden_size: int = 64
     """width of the two hidden layers of actor and critic"""
+    init_action_std: float = 1.0
+    """the policy's std at the start (its log is the learnt parameter): 1 explores a whole [-1, 1]
+    action range; Andrychowicz et al. 2021 ("What Matters in On-Policy RL", sec. 3.2) recommend
+    starting lower"""
 
     # --- evaluation and checkpoints ---
     eval_episodes: int = 10
@@ -145,7 +149,7 @@ def validate_args(args: Args) -> None:
                  "torch_threads", "eval_episodes", "hidden_size"):
         if getattr(args, name) <= 0:
             raise ConfigError(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(args, name)}")
-    for name in ("learning_rate", "clip_coef", "max_grad_norm", "target_kl", "kl_beta"):
+    for name in ("learning_rate", "clip_coef", "max_grad_norm", "target_kl", "kl_beta", "init_action_std"):
         value = getattr(args, name)
         if not (value > 0 and math.isfinite(value)):
             raise ConfigError(f"--{name.replace('_', '-')} must be a positive number, got {value}")
@@ -275,7 +279,8 @@ class Agent(nn.Module):
     parameters), a diagonal Gaussian policy, and the observation normaliser, so that one
     state_dict is the whole model and a saved agent sees its inputs scaled as in training."""
 
-    def __init__(self, obs_dim: int, act_dim: int, hidden_size: int = 64, norm_obs: bool = True):
+    def __init__(self, obs_dim: int, act_dim: int, hidden_size: int = 64, norm_obs: bool = True,
+                 init_action_std: float = 1.0):
         super().__init__()
         self.obs_rms = RunningMeanStd((obs_dim,)) if norm_obs else None
         self.critic = nn.Sequential(
@@ -289,9 +294,8 @@ class Agent(nn.Module):
             # a 0.01 gain starts every action's mean near 0, the middle of the usual bounds
             layer_init(nn.Linear(hidden_size, act_dim), std=0.01),
         )
-        # state-independent log std, learnt by the same gradient (continuous detail 2 of the 37);
-        # std 1 at the start explores the whole of a [-1, 1] action range
-        self.actor_logstd = nn.Parameter(torch.zeros(act_dim))
+        # state-independent log std, learnt by the same gradient (continuous detail 2 of the 37)
+        self.actor_logstd = nn.Parameter(torch.full((act_dim,), math.log(init_action_std)))
 
     def normalize(self, obs: torch.Tensor, update: bool = False) -> torch.Tensor:
         """What the networks see: (obs - mean) / std, clipped to +-10 (continuous details 6 and 7
@@ -706,7 +710,7 @@ def train(args: Args) -> dict:
     envs = make_vector_env(args.env_id, args.num_envs, args.async_envs)
     obs_dim = envs.single_observation_space.shape[0]
     act_dim = envs.single_action_space.shape[0]
-    agent = Agent(obs_dim, act_dim, args.hidden_size, args.norm_obs).to(device)
+    agent = Agent(obs_dim, act_dim, args.hidden_size, args.norm_obs, args.init_action_std).to(device)
     reward_scaler = RewardScaler(args.num_envs, args.gamma) if args.norm_reward else None
     # eps 1e-5 as in openai/baselines (detail 3); the fused kernel does the whole step in one op
     optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5, fused=True)

@@ -30,6 +30,7 @@ BAD_INPUTS = {
         (["--learning-rate", "-1"], "--learning-rate must be a positive number"),
         (["--total-timesteps", "100"], "--total-timesteps 100 is less than one batch"),
         (["--gae-lambda", "1.5"], "--gae-lambda must be in [0, 1]"),
+        (["--init-action-std", "0"], "--init-action-std must be a positive number"),
         (["--eval-checkpoint", "missing.pt"], "--eval-checkpoint: no such file"),
     ],
     "ppo_atari_carracing.py": [

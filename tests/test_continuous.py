@@ -55,6 +55,15 @@ def test_agent_samples_from_its_gaussian_and_greedy_is_the_mean():
     assert (-logprob).mean().item() == pytest.approx(entropy[0].item(), abs=0.02)
 
 
+def test_the_policy_starts_at_the_requested_std_with_the_mean_near_zero():
+    torch.manual_seed(0)
+    for init_std in (1.0, 0.5):
+        agent = pc.Agent(3, 2, init_action_std=init_std)
+        np.testing.assert_allclose(agent.actor_logstd.detach().exp().numpy(), [init_std, init_std], rtol=1e-6)
+        # the 0.01 output gain: whatever the std, the first actions are centred on 0
+        assert agent.actor_mean(torch.randn(100, 3)).abs().max().item() < 0.1
+
+
 # --- normalisation --------------------------------------------------------------------------------
 
 def test_observation_normalisation_is_standardised_and_clipped():
