@@ -7,6 +7,8 @@
 #                                       # task but BipedalWalker-v3 (over an hour per seed here)
 #   ./benchmark.sh --quick              # a few minutes: short budgets, 2 seeds, one task per script
 #   ./benchmark.sh --tasks CartPole-v1,LunarLander-v3 --seeds 5 --jobs 2 --out results
+#   ./benchmark.sh --tasks Pendulum-v1 --seeds 4-6 --out more   # seeds 4, 5, 6 (fresh seeds for a
+#                                                               # recipe chosen on seeds 1-3)
 #   ./benchmark.sh --tasks BipedalWalker-v3      # a long task, only when named
 #   ./benchmark.sh --report --out results        # only rebuild the table and plots from the runs
 #                                                # (and env-only rates) already in --out
@@ -29,7 +31,7 @@ while [ $# -gt 0 ]; do
     --tasks) TASKS="$2"; shift ;;
     --compare-sb3) COMPARE=1 ;;
     --report) REPORT=1 ;;
-    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
     *) echo "benchmark.sh: error: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
@@ -94,6 +96,12 @@ if [ -z "$TASKS" ]; then
   else TASKS=$(echo "$RECIPES" | awk -F'|' -v long="$LONG_TASKS" 'NF>1 && index(" " long " ", " " $2 " ") == 0 {printf "%s%s", s, $2; s=","}'); fi
 fi
 [ -n "$SEEDS" ] || { [ "$QUICK" = 1 ] && SEEDS=2 || SEEDS=3; }
+case "$SEEDS" in  # N: seeds 1..N; A-B: seeds A..B
+  *[!0-9-]*|-*|*-|*-*-*|"") echo "benchmark.sh: error: --seeds takes a count N or a range A-B, got '$SEEDS'" >&2; exit 2 ;;
+  *-*) SEED_LIST=$(seq "${SEEDS%-*}" "${SEEDS#*-}") ;;
+  *) SEED_LIST=$(seq 1 "$SEEDS") ;;
+esac
+[ -n "$SEED_LIST" ] || { echo "benchmark.sh: error: --seeds $SEEDS names no seed" >&2; exit 2; }
 
 if [ "$REPORT" = 0 ]; then
 mkdir -p "$OUT/runs" "$OUT/logs"
@@ -103,7 +111,7 @@ for task in ${TASKS//,/ }; do
   [ -n "$line" ] || { echo "benchmark.sh: error: no recipe for task $task" >&2; exit 2; }
   IFS='|' read -r script task full quick hparams <<< "$line"
   steps=$([ "$QUICK" = 1 ] && echo "$quick" || echo "$full")
-  for seed in $(seq 1 "$SEEDS"); do  # the recipe's flags come last: they override the common ones
+  for seed in $SEED_LIST; do  # the recipe's flags come last: they override the common ones
     echo "$script --env-id ${task%%:*} --seed $seed --total-timesteps $steps --torch-threads 1 --run-dir $OUT/runs/$task --exp-name bench --eval-episodes $EVAL_EPISODES $hparams" >> "$OUT/jobs.txt"
   done
 done
@@ -150,7 +158,7 @@ json.dump(summary, open(os.path.join(run, "summary.json"), "w"))
 print(f"SB3 {a.env_id}: {model.num_timesteps} steps at {sps:.0f} SPS; greedy eval {np.mean(returns):.2f}")
 PY
   steps=$(echo "$RECIPES" | awk -F'|' -v q="$QUICK" '$2=="CartPole-v1"{print (q==1 ? $4 : $3)}')
-  for seed in $(seq 1 "$SEEDS"); do  # interleaved with ours, so both see the same load
+  for seed in $SEED_LIST; do  # interleaved with ours, so both see the same load
     sed -i "/CartPole-v1 --seed $seed /a $OUT/sb3_ppo.py --env-id CartPole-v1 --seed $seed --total-timesteps $steps --run-dir $OUT/runs/sb3 --eval-episodes $EVAL_EPISODES" "$OUT/jobs.txt"
   done
 fi
