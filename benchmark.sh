@@ -68,6 +68,8 @@ EVAL_EPISODES=100
 #     lr 2.5e-4 annealed, value clip on                                         289 / 295 / 247
 #     lr 2.5e-4 annealed, no value clip (this recipe)                           291 / 291 / 272
 #     rl-zoo exactly: lr 3e-4 constant, no value clip, --vf-coef 1.0            252 / 294 / 274
+#     this recipe with --init-action-std 0.5 (half as fast; stopped at 2M)      -
+#     this recipe with --ent-coef 0.001                                         298 / -94 / 283
 #   (vf-coef 1.0: SB3's value loss is the plain squared error, ours is halved)
 # ppo_atari_carracing.py: its defaults (the Atari recipe of the PPO paper: 8 envs x 128 steps,
 #   4 minibatches, 4 epochs, lr 2.5e-4, clip 0.1, entropy 0.01, cut-off after 50 steps without
