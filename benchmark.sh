@@ -31,7 +31,7 @@ while [ $# -gt 0 ]; do
     --tasks) TASKS="$2"; shift ;;
     --compare-sb3) COMPARE=1 ;;
     --report) REPORT=1 ;;
-    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+    -h|--help) awk 'NR > 1 && !/^#/ {exit} NR > 1' "$0"; exit 0 ;;  # the header comment, however long
     *) echo "benchmark.sh: error: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
@@ -99,7 +99,7 @@ if [ -z "$TASKS" ]; then
 fi
 [ -n "$SEEDS" ] || { [ "$QUICK" = 1 ] && SEEDS=2 || SEEDS=3; }
 case "$SEEDS" in  # N: seeds 1..N; A-B: seeds A..B
-  *[!0-9-]*|-*|*-|*-*-*|"") echo "benchmark.sh: error: --seeds takes a count N or a range A-B, got '$SEEDS'" >&2; exit 2 ;;
+  *[!0-9-]*|-*|*-|*-*-*) echo "benchmark.sh: error: --seeds takes a count N or a range A-B, got '$SEEDS'" >&2; exit 2 ;;
   *-*) SEED_LIST=$(seq "${SEEDS%-*}" "${SEEDS#*-}") ;;
   *) SEED_LIST=$(seq 1 "$SEEDS") ;;
 esac
