@@ -116,6 +116,10 @@ class Args:
     """the policy's std at the start (its log is the learnt parameter): 1 explores a whole [-1, 1]
     action range; Andrychowicz et al. 2021 ("What Matters in On-Policy RL", sec. 3.2) recommend
     starting lower"""
+    final_action_std: float | None = None
+    """if set, cap the std on a line from init_action_std at the first iteration to this at the
+    last (annealed like the learning rate), so that the last updates train the mean action that
+    the greedy evaluation runs; None leaves the learnt std free"""
 
     # --- evaluation and checkpoints ---
     eval_episodes: int = 10
@@ -153,6 +157,9 @@ def validate_args(args: Args) -> None:
         value = getattr(args, name)
         if not (value > 0 and math.isfinite(value)):
             raise ConfigError(f"--{name.replace('_', '-')} must be a positive number, got {value}")
+    if args.final_action_std is not None and not 0 < args.final_action_std <= args.init_action_std:
+        raise ConfigError(f"--final-action-std must be a positive number no larger than --init-action-std "
+                          f"({args.init_action_std}), got {args.final_action_std}")
     for name in ("ent_coef", "vf_coef"):
         if not getattr(args, name) >= 0:
             raise ConfigError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
@@ -336,6 +343,12 @@ def gaussian_log_prob(action: torch.Tensor, mean: torch.Tensor, log_std: torch.T
 def gaussian_entropy(log_std: torch.Tensor) -> torch.Tensor:
     """H = sum_i (log sigma_i + (1 + log 2 pi) / 2); it depends on the std only."""
     return (log_std + 0.5 * (1 + math.log(2 * math.pi))).sum(-1)
+
+
+def action_std_cap(iteration: int, num_iterations: int, init_std: float, final_std: float) -> float:
+    """The most the policy's std may be in this iteration (1-based) under --final-action-std: a line
+    from init_std at the first iteration to final_std at the last."""
+    return init_std + (final_std - init_std) * (iteration - 1) / max(num_iterations - 1, 1)
 
 
 def compute_gae(rewards: np.ndarray, values: np.ndarray, next_values: np.ndarray,
@@ -738,6 +751,13 @@ def train(args: Args) -> dict:
         for iteration in range(1, args.num_iterations + 1):
             if args.anneal_lr:
                 optimizer.param_groups[0]["lr"] = args.learning_rate * (1.0 - (iteration - 1.0) / args.num_iterations)
+            if args.final_action_std is not None:
+                # a projection after the last update, before the rollout, so that the log-probs the
+                # rollout stores are those of the policy that acts; left free, BipedalWalker's std
+                # rises again once the walk is learnt (docs/benchmark/bipedalwalker.md)
+                cap = action_std_cap(iteration, args.num_iterations, args.init_action_std, args.final_action_std)
+                with torch.no_grad():
+                    agent.actor_logstd.clamp_(max=math.log(cap))
 
             obs, finished = collect_rollout(agent, envs, obs, rollout, episode_return, episode_length,
                                             reward_scaler, device)

@@ -31,6 +31,7 @@ BAD_INPUTS = {
         (["--total-timesteps", "100"], "--total-timesteps 100 is less than one batch"),
         (["--gae-lambda", "1.5"], "--gae-lambda must be in [0, 1]"),
         (["--init-action-std", "0"], "--init-action-std must be a positive number"),
+        (["--final-action-std", "2"], "--final-action-std must be a positive number no larger than --init-action-std"),
         (["--eval-checkpoint", "missing.pt"], "--eval-checkpoint: no such file"),
     ],
     "ppo_atari_carracing.py": [

@@ -64,6 +64,26 @@ def test_the_policy_starts_at_the_requested_std_with_the_mean_near_zero():
         assert agent.actor_mean(torch.randn(100, 3)).abs().max().item() < 0.1
 
 
+def test_the_std_cap_falls_on_a_line_from_the_initial_std_to_the_final_one():
+    caps = [pc.action_std_cap(i, 5, 1.0, 0.2) for i in range(1, 6)]
+    np.testing.assert_allclose(caps, [1.0, 0.8, 0.6, 0.4, 0.2])
+    assert pc.action_std_cap(1, 1, 1.0, 0.2) == 1.0  # a one-iteration run is not divided by zero
+
+
+def test_final_action_std_holds_the_std_under_the_cap_in_every_iteration(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    def logged_std(run_dir):
+        return [e.value for e in EventAccumulator(run_dir).Reload().Scalars("charts/action_std")]
+    free = logged_std(pc.train(pc.Args(run_dir=str(tmp_path / "free"), **TINY))["run_dir"])
+    capped = logged_std(pc.train(pc.Args(run_dir=str(tmp_path / "cap"), final_action_std=0.25, **TINY))["run_dir"])
+    # logged after each iteration's update, which may lift the std a little above the cap it
+    # started from (40 Adam steps of at most lr = 3e-4 each in log std)
+    caps = [pc.action_std_cap(i, 4, 1.0, 0.25) for i in range(1, 5)]
+    assert all(std <= cap * math.exp(0.015) for std, cap in zip(capped, caps)), (capped, caps)
+    assert capped[-1] < 0.26 and min(free) > 0.95
+
+
 # --- normalisation --------------------------------------------------------------------------------
 
 def test_observation_normalisation_is_standardised_and_clipped():
