@@ -73,6 +73,7 @@ EVAL_EPISODES=100
 #     no value clip, --init-action-std 0.5 (half as fast; stopped at 2M)        -
 #     no value clip, --ent-coef 0.001                                           298 / -94 / 283
 #     no value clip, --final-action-std 0.3 (this recipe)                       296 / 287 / 299
+#       (fresh seeds 4/5, not used to choose: 282 / 291; five-seed mean 291)
 #   (vf-coef 1.0: SB3's value loss is the plain squared error, ours is halved)
 # ppo_atari_carracing.py: its defaults (the Atari recipe of the PPO paper: 8 envs x 128 steps,
 #   4 minibatches, 4 epochs, lr 2.5e-4, clip 0.1, entropy 0.01, cut-off after 50 steps without
