@@ -1,22 +1,25 @@
 """Proximal Policy Optimization for discrete actions, in one file.
 
-    python ppo.py --env-id CartPole-v1            # train (add --cuda to use a GPU)
-    python ppo.py --eval-checkpoint runs/<run>/agent.pt   # evaluate a saved agent
+    python ppo.py --env-id CartPole-v1                     # train (add --cuda to use a GPU)
+    python ppo.py --eval-checkpoint runs/<run>/agent.pt    # evaluate a saved agent
 
 Trains an actor-critic with the clipped surrogate objective of Schulman et al. 2017,
 "Proximal Policy Optimization Algorithms" (arXiv:1707.06347), on a gymnasium env with a
 `Discrete` action space and a flat `Box` observation (CartPole-v1, Acrobot-v1, LunarLander-v3).
 
 The implementation details follow the PPO paper and "The 37 Implementation Details of PPO"
-(Huang et al., ICLR blog track 2022): vectorised envs, orthogonal init, Adam eps 1e-5,
-linear learning-rate annealing, GAE (Schulman et al. 2016), minibatch advantage
-normalisation, the clipped value loss, global gradient clipping, and the three ways the paper
-(section 4) and its successors keep the new policy near the old one (clip, KL early stop,
-adaptive KL penalty). Optionally (--norm-reward), rewards are scaled by the running std of the
-discounted return, as ppo_continuous.py does by default.
+(Huang et al., ICLR blog track 2022): vectorised envs, orthogonal init, Adam eps 1e-5, linear
+learning-rate annealing, GAE (Schulman et al. 2016), minibatch advantage normalisation, the
+clipped value loss, global gradient clipping, and the three ways the paper (section 4) and its
+successors keep the new policy near the old one (clip, KL early stop, adaptive KL penalty).
+Optionally (--norm-reward), rewards are scaled by the running std of the discounted return, as
+ppo_continuous.py does by default.
 
-Read top to bottom: Args, the environment, the agent, the PPO math as pure functions, the two
-phases of an iteration (collect, update), checkpoints and evaluation, then `train`.
+How to read it: top to bottom, the algorithm first and in one piece: `Args`, the environment, the
+agent, the PPO math as pure functions, the two phases of an iteration (collect, then update), and
+`train`, which is Algorithm 1 of the paper. Everything after `train` is plumbing that a reader may
+skip: validation, checkpoints, evaluation, the run log and `main`. ppo_continuous.py and
+ppo_atari_carracing.py share this skeleton, and their plumbing is this file's, line for line.
 """
 
 from __future__ import annotations
@@ -26,10 +29,11 @@ import json
 import math
 import os
 import random
+import signal
 import sys
 import time
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Callable, Literal
 
 import gymnasium as gym
 import numpy as np
@@ -113,7 +117,7 @@ class Args:
     eval_checkpoint: str | None = None
     """evaluate this saved agent.pt instead of training"""
     capture_video: bool = False
-    """record the greedy evaluation episodes as mp4 files"""
+    """record the first greedy evaluation episode as an mp4 file"""
 
     # --- derived sizes, computed in one place ---
     @property
@@ -129,88 +133,45 @@ class Args:
         return self.total_timesteps // self.batch_size
 
 
-class ConfigError(ValueError):
-    """Bad user input: reported as one line, before anything is written."""
+# =================================================================================================
+# The environment
+# =================================================================================================
 
+def make_env(args: Args, training: bool = True, video_path: str | None = None):
+    """A thunk that makes one env. gym.make adds the TimeLimit that produces `truncated`;
+    RecordEpisodeStatistics reports each finished episode's raw return and length. `training`
+    changes nothing here: these tasks have no training-only wrapper (ppo_atari_carracing.py has)."""
+    creator = os.getpid()
 
-def validate_args(args: Args) -> None:
-    """Fail fast, naming the flag, rather than deep inside torch or gymnasium."""
-    for name in ("num_envs", "num_steps", "num_minibatches", "update_epochs", "total_timesteps",
-                 "torch_threads", "eval_episodes", "hidden_size"):
-        if getattr(args, name) <= 0:
-            raise ConfigError(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(args, name)}")
-    for name in ("learning_rate", "clip_coef", "max_grad_norm", "target_kl", "kl_beta"):
-        value = getattr(args, name)
-        if not (value > 0 and math.isfinite(value)):
-            raise ConfigError(f"--{name.replace('_', '-')} must be a positive number, got {value}")
-    for name in ("ent_coef", "vf_coef"):
-        if not getattr(args, name) >= 0:
-            raise ConfigError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
-    for name in ("gamma", "gae_lambda"):
-        if not 0 <= getattr(args, name) <= 1:
-            raise ConfigError(f"--{name.replace('_', '-')} must be in [0, 1], got {getattr(args, name)}")
-    if args.eval_checkpoint is None:
-        if args.batch_size % args.num_minibatches:
-            raise ConfigError(
-                f"--num-minibatches {args.num_minibatches} does not divide the batch of "
-                f"num_envs * num_steps = {args.batch_size}")
-        if args.num_iterations == 0:
-            raise ConfigError(
-                f"--total-timesteps {args.total_timesteps} is less than one batch "
-                f"(num_envs * num_steps = {args.batch_size})")
-
-
-# ---------------------------------------------------------------------------------------------
-# Environment
-# ---------------------------------------------------------------------------------------------
-
-def make_env(env_id: str, render: bool = False):
-    """A thunk for the vector env. No wrappers: episode returns are counted in the rollout loop,
-    and the TimeLimit that gym.make adds is what produces `truncated`."""
     def thunk():
-        return gym.make(env_id, render_mode="rgb_array") if render else gym.make(env_id)
+        ignore_ctrl_c_in_worker(creator)
+        # render_mode only when asked for: an env of one's own may not take the argument
+        env = gym.make(args.env_id, **({"render_mode": "rgb_array"} if video_path else {}))
+        env = gym.wrappers.RecordEpisodeStatistics(env)
+        if video_path is not None:
+            env = RecordFirstEpisode(env, video_path, env.metadata.get("render_fps") or 30)
+        return env
     return thunk
 
 
-def check_env_id(env_id: str) -> None:
-    """An unknown id or a wrong kind of env is the most common mistake; say what to do."""
-    try:
-        gym.spec(env_id)
-    except gym.error.Error as err:
-        raise ConfigError(f"--env-id: unknown environment {env_id!r} ({err})") from None
-    try:
-        env = gym.make(env_id)
-    except gym.error.Error as err:  # e.g. a missing extra: "pip install gymnasium[box2d]"
-        raise ConfigError(f"--env-id: cannot create {env_id}: {err}") from None
-    action_space, observation_space = env.action_space, env.observation_space
-    env.close()
-    if isinstance(action_space, gym.spaces.Box):
-        raise ConfigError(f"--env-id: {env_id} has continuous actions (Box); use ppo_continuous.py")
-    if not isinstance(action_space, gym.spaces.Discrete):
-        raise ConfigError(f"--env-id: {env_id} has a {type(action_space).__name__} action space; "
-                          f"ppo.py needs Discrete")
-    if not (isinstance(observation_space, gym.spaces.Box) and len(observation_space.shape) == 1):
-        raise ConfigError(f"--env-id: {env_id} observations are {observation_space}, not a flat vector; "
-                          f"for images use ppo_atari_carracing.py")
-
-
-def make_vector_env(env_id: str, num_envs: int, asynchronous: bool = False, render_first: bool = False):
+def make_vector_env(args: Args, num_envs: int, training: bool = True,
+                    video_path: str | None = None) -> gym.vector.VectorEnv:
     """SAME_STEP autoreset: when an episode ends, `step` returns the first observation of the
     next episode and puts the true last observation in info["final_obs"]. So every stored
     transition (obs_t, a_t, r_t) lies inside one episode, and a truncated episode can still be
     bootstrapped from V(final_obs). (gymnasium's default NEXT_STEP mode would instead spend one
     step per reset on a transition that crosses the boundary and must be masked out.)"""
-    thunks = [make_env(env_id, render=render_first and i == 0) for i in range(num_envs)]
-    vector_cls = gym.vector.AsyncVectorEnv if asynchronous else gym.vector.SyncVectorEnv
+    thunks = [make_env(args, training, video_path if i == 0 else None) for i in range(num_envs)]
+    vector_cls = gym.vector.AsyncVectorEnv if args.async_envs else gym.vector.SyncVectorEnv
     return vector_cls(thunks, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
 
 
-# ---------------------------------------------------------------------------------------------
-# Agent
-# ---------------------------------------------------------------------------------------------
+# =================================================================================================
+# The agent
+# =================================================================================================
 
-def layer_init(layer: nn.Linear, std: float = math.sqrt(2), bias_const: float = 0.0) -> nn.Linear:
-    """Orthogonal weights, zero bias (implementation detail 2 of the 37)."""
+def layer_init(layer: nn.Module, std: float = math.sqrt(2), bias_const: float = 0.0) -> nn.Module:
+    """Orthogonal weights, constant bias (implementation detail 2 of the 37)."""
     nn.init.orthogonal_(layer.weight, std)
     nn.init.constant_(layer.bias, bias_const)
     return layer
@@ -222,6 +183,7 @@ class Agent(nn.Module):
 
     def __init__(self, obs_dim: int, n_actions: int, hidden_size: int = 64):
         super().__init__()
+        self.config = dict(obs_dim=obs_dim, n_actions=n_actions, hidden_size=hidden_size)
         self.critic = nn.Sequential(
             layer_init(nn.Linear(obs_dim, hidden_size)), nn.Tanh(),
             layer_init(nn.Linear(hidden_size, hidden_size)), nn.Tanh(),
@@ -234,31 +196,42 @@ class Agent(nn.Module):
             layer_init(nn.Linear(hidden_size, n_actions), std=0.01),
         )
 
+    def normalize(self, obs: torch.Tensor, update: bool = False) -> torch.Tensor:
+        """What the networks see: the observation as float32. Nothing is normalised here
+        (ppo_continuous.py keeps running statistics in this method)."""
+        return obs.float()
+
     def get_value(self, obs: torch.Tensor) -> torch.Tensor:
         return self.critic(obs).squeeze(-1)
 
     def get_action_and_value(self, obs: torch.Tensor, action: torch.Tensor | None = None,
                              greedy: bool = False):
-        """Sample (or take the most likely) action; return it with its log-prob, the policy's
-        entropy and the state value."""
+        """Sample (or, greedy, take the most likely) action; return it with its log-prob, the
+        policy's entropy and the state value."""
         log_probs = torch.log_softmax(self.actor(obs), dim=-1)
         if action is None:
-            # Gumbel-max trick: argmax(log p + Gumbel noise) is a sample from p; on small
-            # batches it is several times cheaper than torch.multinomial
+            # Gumbel-max trick: argmax(log p + Gumbel noise) is a sample from p. At rollout batch
+            # sizes it is several times cheaper than torch.distributions.Categorical's sample
+            # (measured: docs/notes/speed.md)
             noise = 0.0 if greedy else -torch.log(-torch.log(torch.rand_like(log_probs)))
             action = (log_probs + noise).argmax(dim=-1)
         logprob = log_probs.gather(-1, action.long().unsqueeze(-1)).squeeze(-1)
         return action, logprob, categorical_entropy(log_probs), self.get_value(obs)
 
 
-# ---------------------------------------------------------------------------------------------
-# The PPO math: pure functions, imported by tests/
-# ---------------------------------------------------------------------------------------------
-
 def categorical_entropy(log_probs: torch.Tensor) -> torch.Tensor:
     """H = -sum_a p(a) log p(a), over the last axis."""
     return -(log_probs.exp() * log_probs).sum(-1)
 
+
+def entropy_floor(action_space: gym.spaces.Discrete) -> float:
+    """Entropy below which the policy has all but stopped exploring: 1% of the uniform policy's."""
+    return 0.01 * math.log(action_space.n)
+
+
+# =================================================================================================
+# The PPO math: pure functions of arrays, tested against independent references in tests/
+# =================================================================================================
 
 def compute_gae(rewards: np.ndarray, values: np.ndarray, next_values: np.ndarray,
                 terminations: np.ndarray, truncations: np.ndarray,
@@ -266,8 +239,8 @@ def compute_gae(rewards: np.ndarray, values: np.ndarray, next_values: np.ndarray
     """Generalised advantage estimation (Schulman et al. 2016, eq. 16) over a [T, N] rollout.
 
     next_values[t] is V of the state reached by step t: V(obs[t+1]) inside an episode, V of
-    the true final observation when step t was truncated by a time limit, anything when it
-    terminated. A termination has no future (the next value is masked); a truncation does (it
+    the true final observation when step t was truncated (by a time limit, say), anything when
+    it terminated. A termination has no future (the next value is masked); a truncation does (it
     is bootstrapped, a time limit is not a death), but in both cases obs[t+1] belongs to a new
     episode, so the lambda-weighted sum stops there. Returns (advantages, returns)."""
     advantages = np.zeros_like(values)
@@ -280,49 +253,6 @@ def compute_gae(rewards: np.ndarray, values: np.ndarray, next_values: np.ndarray
     return advantages, advantages + values
 
 
-def normalize_advantages(advantages: torch.Tensor) -> torch.Tensor:
-    """Per-minibatch advantage normalisation (detail 7): keeps the loss scale steady across tasks."""
-    return (advantages - advantages.mean()) / (advantages.std() + 1e-8)
-
-
-def policy_loss(new_logprob: torch.Tensor, old_logprob: torch.Tensor, advantages: torch.Tensor,
-                clip_coef: float | None) -> torch.Tensor:
-    """Negated clipped surrogate, L^CLIP of the PPO paper (eq. 7), to be minimised.
-    The max of the two negated terms is the pessimistic bound: once the ratio leaves
-    [1 - eps, 1 + eps] in the direction the advantage favours, the gradient is zero.
-    clip_coef=None gives the plain surrogate L^CPI (used with the KL penalty)."""
-    ratio = (new_logprob - old_logprob).exp()
-    unclipped = -advantages * ratio
-    if clip_coef is None:
-        return unclipped.mean()
-    clipped = -advantages * torch.clamp(ratio, 1 - clip_coef, 1 + clip_coef)
-    return torch.max(unclipped, clipped).mean()
-
-
-def value_loss(new_value: torch.Tensor, old_value: torch.Tensor, returns: torch.Tensor,
-               clip_coef: float | None) -> torch.Tensor:
-    """0.5 * squared error to the GAE returns. With clip_coef, the pessimistic maximum with a
-    prediction clipped to old_value +- eps, as in openai/baselines' ppo2 (detail 9)."""
-    unclipped = (new_value - returns) ** 2
-    if clip_coef is None:
-        return 0.5 * unclipped.mean()
-    clipped_value = old_value + torch.clamp(new_value - old_value, -clip_coef, clip_coef)
-    return 0.5 * torch.max(unclipped, (clipped_value - returns) ** 2).mean()
-
-
-def entropy_bonus(entropy: torch.Tensor, ent_coef: float) -> torch.Tensor:
-    """Loss term (to be minimised) that rewards entropy, so it is negative."""
-    return -ent_coef * entropy.mean()
-
-
-def approx_kl(logratio: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Two sample estimators of KL(pi_old || pi_new) from log(pi_new / pi_old) at actions drawn
-    from pi_old (J. Schulman, "Approximating KL divergence", 2020): the naive mean of -logratio,
-    unbiased but noisy and possibly negative, and mean((ratio - 1) - logratio), unbiased and
-    never negative. Returns (old_approx_kl, approx_kl)."""
-    return (-logratio).mean(), ((logratio.exp() - 1) - logratio).mean()
-
-
 def adapt_kl_beta(beta: float, kl: float, target_kl: float) -> float:
     """The PPO paper's adaptive KL coefficient (section 4): double beta when the update moved the
     policy more than 1.5x the target, halve it when less than target/1.5."""
@@ -333,25 +263,20 @@ def adapt_kl_beta(beta: float, kl: float, target_kl: float) -> float:
     return beta
 
 
-def explained_variance(values: np.ndarray, returns: np.ndarray) -> float:
-    """1 - Var[returns - values] / Var[returns]: 1 is a perfect critic, <= 0 is no better than
-    predicting the mean."""
-    var = np.var(returns)
-    return float("nan") if var == 0 else float(1 - np.var(returns - values) / var)
-
-
-# ---------------------------------------------------------------------------------------------
-# The two phases of an iteration
-# ---------------------------------------------------------------------------------------------
+# =================================================================================================
+# Collect: run the policy for num_steps steps in each env
+# =================================================================================================
 
 NORM_CLIP = 10.0
-"""scaled rewards are clipped to +-NORM_CLIP (openai/baselines' VecNormalize)"""
+"""normalised observations and scaled rewards are clipped to +-NORM_CLIP (as by openai/baselines'
+VecNormalize)"""
 
 
 class RunningMeanStd(nn.Module):
     """Mean and (population) variance of a stream, merged batch by batch with the parallel
     formula of Chan, Golub and LeVeque (1979), so any split of the stream gives numpy's mean and
-    var of the whole. float64, as sums over millions of steps drift in float32."""
+    var of the whole. Buffers, not parameters: they are saved in the state_dict and the checkpoint,
+    the optimiser never sees them. float64, as sums over millions of steps drift in float32."""
 
     def __init__(self, shape: tuple[int, ...] = ()):
         super().__init__()
@@ -394,8 +319,9 @@ class RewardScaler:
 
 @dataclass
 class Rollout:
-    """One batch of experience, [num_steps, num_envs, ...], allocated once and refilled.
-    Rewards are scaled when --norm-reward is on (what the critic learns)."""
+    """One batch of experience, [num_steps, num_envs, ...], allocated once and refilled: the
+    observations as the networks saw them (uint8 frames stay uint8, a quarter of the memory),
+    the actions as sampled, the rewards as the critic learns them (scaled with --norm-reward)."""
     obs: np.ndarray
     actions: np.ndarray
     logprobs: np.ndarray
@@ -406,58 +332,123 @@ class Rollout:
     next_values: np.ndarray
 
     @classmethod
-    def empty(cls, num_steps: int, num_envs: int, obs_shape: tuple[int, ...]) -> "Rollout":
-        def zeros(*shape, dtype=np.float32):
+    def empty(cls, num_steps: int, num_envs: int, observation_space: gym.spaces.Box,
+              action_space: gym.spaces.Space) -> Rollout:
+        def zeros(shape: tuple[int, ...] = (), dtype: type = np.float32) -> np.ndarray:
             return np.zeros((num_steps, num_envs, *shape), dtype=dtype)
-        return cls(obs=zeros(*obs_shape), actions=zeros(dtype=np.int64), logprobs=zeros(),
-                   rewards=zeros(), terminations=zeros(), truncations=zeros(), values=zeros(),
-                   next_values=zeros())
+        obs_dtype = np.uint8 if observation_space.dtype == np.uint8 else np.float32
+        discrete = isinstance(action_space, gym.spaces.Discrete)
+        return cls(obs=zeros(observation_space.shape, obs_dtype),
+                   actions=zeros(action_space.shape, np.int64 if discrete else np.float32),
+                   logprobs=zeros(), rewards=zeros(), terminations=zeros(), truncations=zeros(),
+                   values=zeros(), next_values=zeros())
+
+
+def finished_episodes(info: dict) -> list[tuple[int, float, int]]:
+    """(env index, raw return, length) of each episode that ended in this step, from the
+    RecordEpisodeStatistics wrapper; with SAME_STEP autoreset its info is under "final_info"."""
+    final = info.get("final_info", {})
+    if "episode" not in final:
+        return []
+    episode = final["episode"]
+    return [(int(i), float(episode["r"][i]), int(episode["l"][i]))
+            for i in np.flatnonzero(final["_episode"])]
 
 
 @torch.inference_mode()
-def collect_rollout(agent: Agent, envs, obs: np.ndarray, rollout: Rollout, episode_return: np.ndarray,
-                    episode_length: np.ndarray, reward_scaler: RewardScaler | None, device: torch.device):
-    """Step all envs num_steps times with the current policy. Returns the observation to start
-    the next rollout from and the (raw return, length) of every episode that ended."""
+def collect_rollout(agent: Agent, envs: gym.vector.VectorEnv, obs: np.ndarray, rollout: Rollout,
+                    reward_scaler: RewardScaler | None, device: torch.device):
+    """Step all envs num_steps times with the current policy, from the observation `obs`. Returns
+    the observation to start the next rollout from and the (raw return, length) of every episode
+    that ended."""
     finished = []
-    for t in range(rollout.rewards.shape[0]):
-        action, logprob, _, value = agent.get_action_and_value(torch.from_numpy(obs).to(device))
-        rollout.obs[t] = obs
+    for t in range(len(rollout.rewards)):
+        # stored as the networks saw it (normalised with this step's statistics, where the agent
+        # normalises), so the update re-evaluates the policy on exactly the inputs that produced
+        # the stored log-probs
+        agent_obs = agent.normalize(torch.from_numpy(obs).to(device), update=True)
+        action, logprob, _, value = agent.get_action_and_value(agent_obs)
+        rollout.obs[t] = agent_obs.cpu().numpy()
         rollout.actions[t] = action.cpu().numpy()
         rollout.logprobs[t] = logprob.cpu().numpy()
         rollout.values[t] = value.cpu().numpy()
         obs, reward, terminated, truncated, info = envs.step(rollout.actions[t])
-        obs = obs.astype(np.float32, copy=False)
         ended = terminated | truncated
         rollout.rewards[t] = reward if reward_scaler is None else reward_scaler(reward, ended)
         rollout.terminations[t] = terminated
         rollout.truncations[t] = truncated
-
-        episode_return += reward
-        episode_length += 1
         if ended.any():
             # Truncation is not termination: bootstrap from V(final_obs), the observation the
-            # time limit cut off, which SAME_STEP autoreset keeps in info (obs is already a reset).
+            # time limit cut off, which SAME_STEP autoreset keeps in info (obs is already a reset)
             cut = truncated & ~terminated
             if cut.any():
-                final_obs = torch.from_numpy(np.stack(info["final_obs"][cut]).astype(np.float32))
-                rollout.next_values[t, cut] = agent.get_value(final_obs.to(device)).cpu().numpy()
-            for i in np.flatnonzero(ended):
-                finished.append((float(episode_return[i]), int(episode_length[i])))
-            episode_return[ended] = 0
-            episode_length[ended] = 0
+                final_obs = torch.from_numpy(np.stack(info["final_obs"][cut])).to(device)
+                final_value = agent.get_value(agent.normalize(final_obs))
+                rollout.next_values[t, cut] = final_value.cpu().numpy()
+            finished += [(ret, length) for _, ret, length in finished_episodes(info)]
 
     # V(obs[t+1]) for every step that did not end an episode; the last step bootstraps from
-    # the observation the next rollout will start from.
-    last_value = agent.get_value(torch.from_numpy(obs).to(device)).cpu().numpy()
+    # the observation the next rollout will start from
+    last_value = agent.get_value(agent.normalize(torch.from_numpy(obs).to(device))).cpu().numpy()
     ended = np.maximum(rollout.terminations, rollout.truncations).astype(bool)
     following = np.concatenate([rollout.values[1:], last_value[None]])
     rollout.next_values[:] = np.where(ended, rollout.next_values, following)
     return obs, finished
 
 
-def update(agent: Agent, optimizer: torch.optim.Optimizer, rollout: Rollout, advantages: np.ndarray,
-           returns: np.ndarray, args: Args, kl_beta: float, device: torch.device) -> dict:
+# =================================================================================================
+# Update: the losses, then epochs of minibatch gradient steps on them
+# =================================================================================================
+
+def normalize_advantages(advantages: torch.Tensor) -> torch.Tensor:
+    """Per-minibatch advantage normalisation (detail 7): keeps the loss scale steady across
+    tasks."""
+    return (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+
+
+def policy_loss(new_logprob: torch.Tensor, old_logprob: torch.Tensor, advantages: torch.Tensor,
+                clip_coef: float | None) -> torch.Tensor:
+    """Negated clipped surrogate, L^CLIP of the PPO paper (eq. 7), to be minimised.
+    The max of the two negated terms is the pessimistic bound: once the ratio leaves
+    [1 - eps, 1 + eps] in the direction the advantage favours, the gradient is zero.
+    clip_coef=None gives the plain surrogate L^CPI (used with the KL penalty)."""
+    ratio = (new_logprob - old_logprob).exp()
+    unclipped = -advantages * ratio
+    if clip_coef is None:
+        return unclipped.mean()
+    clipped = -advantages * torch.clamp(ratio, 1 - clip_coef, 1 + clip_coef)
+    return torch.max(unclipped, clipped).mean()
+
+
+def value_loss(new_value: torch.Tensor, old_value: torch.Tensor, returns: torch.Tensor,
+               clip_coef: float | None) -> torch.Tensor:
+    """0.5 * squared error to the GAE returns. With clip_coef, the pessimistic maximum with a
+    prediction clipped to old_value +- eps, as in openai/baselines' ppo2 (detail 9)."""
+    unclipped = (new_value - returns) ** 2
+    if clip_coef is None:
+        return 0.5 * unclipped.mean()
+    clipped_value = old_value + torch.clamp(new_value - old_value, -clip_coef, clip_coef)
+    return 0.5 * torch.max(unclipped, (clipped_value - returns) ** 2).mean()
+
+
+def approx_kl(logratio: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two sample estimators of KL(pi_old || pi_new) from log(pi_new / pi_old) at actions drawn
+    from pi_old (J. Schulman, "Approximating KL divergence", 2020): the naive mean of -logratio,
+    unbiased but noisy and possibly negative, and mean((ratio - 1) - logratio), unbiased and
+    never negative. Returns (old_approx_kl, approx_kl)."""
+    return (-logratio).mean(), ((logratio.exp() - 1) - logratio).mean()
+
+
+def explained_variance(values: np.ndarray, returns: np.ndarray) -> float:
+    """1 - Var[returns - values] / Var[returns]: 1 is a perfect critic, <= 0 is no better than
+    predicting the mean."""
+    var = np.var(returns)
+    return float("nan") if var == 0 else float(1 - np.var(returns - values) / var)
+
+
+def update(agent: Agent, optimizer: torch.optim.Optimizer, rollout: Rollout,
+           advantages: np.ndarray, returns: np.ndarray, args: Args, kl_beta: float,
+           device: torch.device) -> dict:
     """Several epochs of minibatch gradient steps on the PPO loss. Returns statistics of the
     last epoch completed (the state the policy ends in)."""
     def flat(array):
@@ -469,21 +460,27 @@ def update(agent: Agent, optimizer: torch.optim.Optimizer, rollout: Rollout, adv
     params = list(agent.parameters())
     stop = False
     for epoch in range(args.update_epochs):
-        stats = {key: [] for key in ("policy_loss", "value_loss", "entropy", "old_approx_kl", "approx_kl", "clipfrac")}
+        stats = {key: [] for key in ("policy_loss", "value_loss", "entropy", "old_approx_kl",
+                                     "approx_kl", "clipfrac")}
         permutation = torch.randperm(args.batch_size, device=device)
         for start in range(0, args.batch_size, args.minibatch_size):
             mb = permutation[start:start + args.minibatch_size]
-            _, new_logprob, entropy, new_value = agent.get_action_and_value(b_obs[mb], b_actions[mb])
+            _, new_logprob, entropy, new_value = agent.get_action_and_value(b_obs[mb],
+                                                                            b_actions[mb])
             logratio = new_logprob - b_logprobs[mb]
             old_kl, kl = approx_kl(logratio)
 
-            mb_advantages = normalize_advantages(b_advantages[mb]) if args.norm_adv else b_advantages[mb]
+            mb_advantages = b_advantages[mb]
+            if args.norm_adv:
+                mb_advantages = normalize_advantages(mb_advantages)
             pg_loss = policy_loss(new_logprob, b_logprobs[mb], mb_advantages, clip)
             if args.kl_mode == "penalty":
                 # L^KLPEN (PPO paper eq. 8), with the non-negative estimator as the sample KL
                 pg_loss = pg_loss + kl_beta * kl
-            v_loss = value_loss(new_value, b_values[mb], b_returns[mb], args.clip_coef if args.clip_vloss else None)
-            loss = pg_loss + entropy_bonus(entropy, args.ent_coef) + args.vf_coef * v_loss
+            v_loss = value_loss(new_value, b_values[mb], b_returns[mb],
+                                args.clip_coef if args.clip_vloss else None)
+            # the entropy bonus is subtracted: minimising the loss raises the entropy (detail 10)
+            loss = pg_loss - args.ent_coef * entropy.mean() + args.vf_coef * v_loss
 
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -492,8 +489,9 @@ def update(agent: Agent, optimizer: torch.optim.Optimizer, rollout: Rollout, adv
 
             with torch.no_grad():
                 clipfrac = ((logratio.exp() - 1).abs() > args.clip_coef).float().mean()
-                for key, value in (("policy_loss", pg_loss), ("value_loss", v_loss), ("entropy", entropy.mean()),
-                                   ("old_approx_kl", old_kl), ("approx_kl", kl), ("clipfrac", clipfrac)):
+                for key, value in (("policy_loss", pg_loss), ("value_loss", v_loss),
+                                   ("entropy", entropy.mean()), ("old_approx_kl", old_kl),
+                                   ("approx_kl", kl), ("clipfrac", clipfrac)):
                     stats[key].append(value.detach())
             # early stop (OpenAI Spinning Up's PPO): the policy has moved far enough this update
             stop = args.kl_mode == "early-stop" and kl.item() > args.target_kl
@@ -509,111 +507,114 @@ def update(agent: Agent, optimizer: torch.optim.Optimizer, rollout: Rollout, adv
     return summary
 
 
-# ---------------------------------------------------------------------------------------------
-# Checkpoints and evaluation
-# ---------------------------------------------------------------------------------------------
+# =================================================================================================
+# Training: Algorithm 1 of the PPO paper
+# =================================================================================================
 
-def save_checkpoint(path: str, agent: Agent, args: Args, obs_dim: int, n_actions: int, global_step: int) -> None:
-    """Weights plus plain-data metadata only, so `torch.load(weights_only=True)` can read it."""
-    # CPU tensors: a checkpoint trained with --cuda then opens with a plain torch.load anywhere
-    weights = {key: value.cpu() for key, value in agent.state_dict().items()}
-    torch.save({"format": "ppo.py/1", "model": weights, "args": dataclasses.asdict(args),
-                "obs_dim": obs_dim, "n_actions": n_actions, "global_step": global_step}, path)
+def train(args: Args) -> dict:
+    """PPO, as in Algorithm 1 of the paper: for each iteration, run the policy for T steps in each
+    of N envs, compute advantage estimates, then optimise the surrogate for K epochs of
+    minibatches. Returns the run's summary (see RunLog.finish)."""
+    validate_args(args)
+    check_env_id(args.env_id)
+    torch.set_num_threads(args.torch_threads)
+    device = pick_device(args)
+    seed_everything(args.seed, args.torch_deterministic)
 
+    envs = make_vector_env(args, args.num_envs)
+    obs_space, action_space = envs.single_observation_space, envs.single_action_space
+    agent = Agent(obs_space.shape[0], int(action_space.n), args.hidden_size).to(device)
+    # eps 1e-5 as in openai/baselines (detail 3); the fused kernel does the whole step in one op
+    optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5, fused=True)
+    reward_scaler = RewardScaler(args.num_envs, args.gamma) if args.norm_reward else None
+    rollout = Rollout.empty(args.num_steps, args.num_envs, obs_space, action_space)
+    kl_beta = args.kl_beta
 
-def load_checkpoint(path: str, device: torch.device = torch.device("cpu")) -> tuple[Agent, dict]:
-    """Load safely: weights_only=True refuses arbitrary pickled code from an untrusted file."""
-    if not os.path.isfile(path):
-        raise ConfigError(f"--eval-checkpoint: no such file {path!r}")
-    try:
-        checkpoint = torch.load(path, map_location=device, weights_only=True)
-        agent = Agent(checkpoint["obs_dim"], checkpoint["n_actions"], checkpoint["args"]["hidden_size"])
-        agent.load_state_dict(checkpoint["model"])
-    except Exception as err:  # a truncated zip, a foreign pickle, missing keys: all mean "not ours"
-        raise ConfigError(f"--eval-checkpoint: {path!r} is not a readable ppo.py checkpoint "
-                          f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})") from None
-    return agent.to(device), checkpoint
-
-
-def write_video(path: str, frames: list[np.ndarray], fps: int = 30) -> None:
-    import cv2  # only needed for --capture-video
-    height, width = frames[0].shape[:2]
-    writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height))
-    for frame in frames:
-        writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
-    writer.release()
-
-
-def evaluate(agent: Agent, env_id: str, episodes: int, greedy: bool, seed: int,
-             device: torch.device, video_path: str | None = None) -> np.ndarray:
-    """Return of `episodes` full episodes, one per env of a vector env, so they run in lockstep.
-    Seeds differ from training's, so the agent is scored on episodes it has not trained on."""
-    envs = make_vector_env(env_id, episodes, render_first=video_path is not None)
-    obs, _ = envs.reset(seed=seed)
-    returns, running = np.full(episodes, np.nan), np.zeros(episodes)
-    frames = []
-    while np.isnan(returns).any():
-        if video_path is not None and np.isnan(returns[0]):
-            frames.append(envs.envs[0].render())
-        with torch.inference_mode():
-            action, _, _, _ = agent.get_action_and_value(torch.from_numpy(obs.astype(np.float32)).to(device), greedy=greedy)
-        obs, reward, terminated, truncated, _ = envs.step(action.cpu().numpy())
-        running += reward
-        done = (terminated | truncated) & np.isnan(returns)
-        returns[done] = running[done]
+    obs, _ = envs.reset(seed=args.seed)
+    with RunLog(args, agent, envs, entropy_floor(action_space)) as log:
+        for iteration in range(1, args.num_iterations + 1):
+            if args.anneal_lr:  # linearly towards 0 over training (detail 4)
+                lr = args.learning_rate * (1 - (iteration - 1) / args.num_iterations)
+                optimizer.param_groups[0]["lr"] = lr
+            obs, finished = collect_rollout(agent, envs, obs, rollout, reward_scaler, device)
+            advantages, returns = compute_gae(rollout.rewards, rollout.values, rollout.next_values,
+                                              rollout.terminations, rollout.truncations,
+                                              args.gamma, args.gae_lambda)
+            stats = update(agent, optimizer, rollout, advantages, returns, args, kl_beta, device)
+            if args.kl_mode == "penalty":
+                stats["kl_beta"] = kl_beta
+                kl_beta = adapt_kl_beta(kl_beta, stats["approx_kl"], args.target_kl)
+            log.iteration(iteration * args.batch_size, finished, stats,
+                          {"learning_rate": optimizer.param_groups[0]["lr"]})
     envs.close()
-    if video_path is not None:
-        write_video(video_path, frames, fps=envs.metadata.get("render_fps", 30) or 30)
-    return returns
+    return log.finish(device)
 
 
-def evaluate_checkpoint(args: Args, device: torch.device) -> dict:
-    agent, checkpoint = load_checkpoint(args.eval_checkpoint, device)
-    env_id = checkpoint["args"]["env_id"]
-    video = None
-    if args.capture_video:
-        video = os.path.join(os.path.dirname(os.path.abspath(args.eval_checkpoint)), "eval-greedy.mp4")
-    result = {"env_id": env_id, "checkpoint": args.eval_checkpoint}
-    for mode in ("greedy", "sampled"):
-        returns = evaluate(agent, env_id, args.eval_episodes, mode == "greedy", args.seed + 100_000,
-                           device, video if mode == "greedy" else None)
-        result[f"eval_{mode}_mean"], result[f"eval_{mode}_std"] = float(returns.mean()), float(returns.std())
-        print(f"{env_id} {mode:>7}: {returns.mean():.2f} +- {returns.std():.2f} over {len(returns)} episodes")
-    if video:
-        print(f"video of the first greedy episode: {video}")
-    return result
+# =================================================================================================
+# Plumbing: validation, checkpoints, evaluation, the run log, main. The algorithm ends above;
+# everything below is the same in ppo.py, ppo_continuous.py and ppo_atari_carracing.py except
+# validate_args and check_env_id (tests/test_shape.py holds them together).
+# =================================================================================================
+
+SCRIPT = os.path.basename(__file__)
 
 
-# ---------------------------------------------------------------------------------------------
-# Terminal display
-# ---------------------------------------------------------------------------------------------
-
-def health_warnings(stats: dict, negative_ev_streak: int, max_entropy: float) -> dict[str, str]:
-    """Symptoms of a run going wrong, against typical healthy PPO ranges (approx KL ~0.001-0.03,
-    clip fraction ~0.05-0.3). Keys name the kind of symptom, so each kind is reported once."""
-    found = {}
-    if stats["approx_kl"] > 0.1:
-        found["kl"] = f"approx KL {stats['approx_kl']:.3f} is far above normal (< 0.03): lower the learning rate or use --kl-mode early-stop"
-    if stats["clipfrac"] > 0.4:
-        found["clipfrac"] = f"clip fraction {stats['clipfrac']:.2f} is far above normal (< 0.3): the policy moves too far per update"
-    if stats["entropy"] < 0.01 * max_entropy:
-        found["entropy"] = f"policy entropy {stats['entropy']:.4f} has collapsed: exploration has stopped"
-    if negative_ev_streak >= 10:
-        found["ev"] = f"explained variance negative for {negative_ev_streak} updates: the critic is not learning"
-    return found
+class ConfigError(ValueError):
+    """Bad user input: reported as one line, before anything is written."""
 
 
-def format_progress(step: int, total: int, sps: float, recent_return: float | None, elapsed: float) -> str:
-    left = (total - step) / sps if sps > 0 else float("inf")
-    ret = "   n/a" if recent_return is None else f"{recent_return:8.2f}"
-    eta = time.strftime("%H:%M:%S", time.gmtime(left)) if math.isfinite(left) else "--:--:--"
-    return (f"step {step:>10,}/{total:,} ({100 * step / total:5.1f}%) | {sps:7,.0f} SPS | "
-            f"return(last 20) {ret} | elapsed {time.strftime('%H:%M:%S', time.gmtime(elapsed))} | left {eta}")
+def require(args: Args, names: tuple[str, ...], ok: Callable[[Any], bool], allowed: str) -> None:
+    """One line naming the first flag among `names` whose value is not `ok`, and what it allows."""
+    for name in names:
+        value = getattr(args, name)
+        if not ok(value):
+            raise ConfigError(f"--{name.replace('_', '-')} must be {allowed}, got {value}")
 
 
-# ---------------------------------------------------------------------------------------------
-# Training
-# ---------------------------------------------------------------------------------------------
+def require_whole_batches(args: Args) -> None:
+    """The batch must split into minibatches and fit at least once into the training budget."""
+    if args.batch_size % args.num_minibatches:
+        raise ConfigError(f"--num-minibatches {args.num_minibatches} does not divide the batch of "
+                          f"num_envs * num_steps = {args.batch_size}")
+    if args.num_iterations == 0:
+        raise ConfigError(f"--total-timesteps {args.total_timesteps} is less than one batch "
+                          f"(num_envs * num_steps = {args.batch_size})")
+
+
+def validate_args(args: Args) -> None:
+    """Fail fast, naming the flag, rather than deep inside torch or gymnasium."""
+    require(args, ("num_envs", "num_steps", "num_minibatches", "update_epochs", "total_timesteps",
+                   "torch_threads", "eval_episodes", "hidden_size"), lambda v: v > 0,
+            "a positive integer")
+    require(args, ("learning_rate", "clip_coef", "max_grad_norm", "target_kl", "kl_beta"),
+            lambda v: 0 < v < math.inf, "a positive number")
+    require(args, ("ent_coef", "vf_coef"), lambda v: v >= 0, ">= 0")
+    require(args, ("gamma", "gae_lambda"), lambda v: 0 <= v <= 1, "in [0, 1]")
+    if args.eval_checkpoint is None:
+        require_whole_batches(args)
+
+
+def check_env_id(env_id: str) -> None:
+    """An unknown id or a wrong kind of env is the most common mistake; say what to do."""
+    try:
+        gym.spec(env_id)
+    except gym.error.Error as err:
+        raise ConfigError(f"--env-id: unknown environment {env_id!r} ({err})") from None
+    try:
+        env = gym.make(env_id)
+    except gym.error.Error as err:  # e.g. a missing extra: "pip install gymnasium[box2d]"
+        raise ConfigError(f"--env-id: cannot create {env_id}: {err}") from None
+    action_space, observation_space = env.action_space, env.observation_space
+    env.close()
+    if isinstance(action_space, gym.spaces.Box):
+        raise ConfigError(f"--env-id: {env_id} has continuous actions (Box); use ppo_continuous.py")
+    if not isinstance(action_space, gym.spaces.Discrete):
+        raise ConfigError(f"--env-id: {env_id} has a {type(action_space).__name__} action space; "
+                          f"ppo.py needs Discrete")
+    if not (isinstance(observation_space, gym.spaces.Box) and len(observation_space.shape) == 1):
+        raise ConfigError(f"--env-id: {env_id} observations are {observation_space}, not a flat "
+                          f"vector; for images use ppo_atari_carracing.py")
+
 
 def pick_device(args: Args) -> torch.device:
     if args.cuda and not torch.cuda.is_available():
@@ -628,129 +629,267 @@ def seed_everything(seed: int, torch_deterministic: bool) -> None:
     torch.backends.cudnn.deterministic = torch_deterministic
 
 
-def train(args: Args) -> dict:
-    """PPO, as in Algorithm 1 of the paper: for each iteration, run the policy for T steps in N
-    envs, compute advantages, then optimise the surrogate for K epochs of minibatches."""
-    from torch.utils.tensorboard import SummaryWriter  # slow import, only needed to train
+def ignore_ctrl_c_in_worker(creator: int) -> None:
+    """Called in each env thunk. In an async env worker (a process other than the one that made
+    the thunk) Ctrl-C from a terminal arrives too, but it is meant for the trainer, which saves
+    its checkpoint and then ends the workers."""
+    if os.getpid() != creator:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
-    validate_args(args)
-    check_env_id(args.env_id)
-    torch.set_num_threads(args.torch_threads)
-    device = pick_device(args)
-    seed_everything(args.seed, args.torch_deterministic)
 
-    envs = make_vector_env(args.env_id, args.num_envs, args.async_envs)
-    obs_dim = envs.single_observation_space.shape[0]
-    n_actions = int(envs.single_action_space.n)
-    agent = Agent(obs_dim, n_actions, args.hidden_size).to(device)
-    reward_scaler = RewardScaler(args.num_envs, args.gamma) if args.norm_reward else None
-    # eps 1e-5 as in openai/baselines (detail 3); the fused kernel does the whole step in one op
-    optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5, fused=True)
+def save_checkpoint(path: str, agent: Agent, args: Args, global_step: int) -> None:
+    """Weights (normaliser statistics included), the agent's constructor arguments and the run's
+    Args, all plain data, so `torch.load(weights_only=True)` can read it."""
+    # CPU tensors: a checkpoint trained with --cuda then opens with a plain torch.load anywhere
+    weights = {key: value.cpu() for key, value in agent.state_dict().items()}
+    torch.save({"format": f"{SCRIPT}/2", "model": weights, "agent": agent.config,
+                "args": dataclasses.asdict(args), "global_step": global_step}, path)
 
-    run_name = f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
-    run_path = os.path.join(args.run_dir, run_name)
-    writer = SummaryWriter(run_path)
-    writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(
-        f"|{key}|{value}|" for key, value in dataclasses.asdict(args).items()))
-    checkpoint_path = os.path.join(run_path, "agent.pt")
 
-    rollout = Rollout.empty(args.num_steps, args.num_envs, (obs_dim,))
-    episode_return, episode_length = np.zeros(args.num_envs), np.zeros(args.num_envs, dtype=np.int64)
-    episodes: list[tuple[int, float, int]] = []  # (global step, return, length)
-    threshold = gym.spec(args.env_id).reward_threshold  # "solved" level, for steps_to_threshold
-    steps_to_threshold = None
-    kl_beta, negative_ev_streak, shown_warnings = args.kl_beta, 0, set()
-    interactive = sys.stdout.isatty()
-    global_step, start, last_print = 0, time.time(), 0.0
-
-    obs, _ = envs.reset(seed=args.seed)
-    obs = obs.astype(np.float32, copy=False)
+def load_checkpoint(path: str, device: torch.device = torch.device("cpu")) -> tuple[Agent, Args]:
+    """Load safely: weights_only=True refuses arbitrary pickled code from an untrusted file.
+    Returns the agent and the Args it was trained with (they say how to build its env)."""
+    if not os.path.isfile(path):
+        raise ConfigError(f"--eval-checkpoint: no such file {path!r}")
     try:
-        for iteration in range(1, args.num_iterations + 1):
-            if args.anneal_lr:
-                optimizer.param_groups[0]["lr"] = args.learning_rate * (1.0 - (iteration - 1.0) / args.num_iterations)
+        checkpoint = torch.load(path, map_location=device, weights_only=True)
+        train_args = Args(**checkpoint["args"])
+        agent = Agent(**checkpoint["agent"])
+        agent.load_state_dict(checkpoint["model"])
+    except Exception as err:  # a truncated zip, a foreign pickle, missing keys: all mean "not ours"
+        cause = str(err).splitlines()[0] if str(err) else ""
+        raise ConfigError(f"--eval-checkpoint: {path!r} is not a readable {SCRIPT} checkpoint "
+                          f"({type(err).__name__}: {cause})") from None
+    return agent.to(device), train_args
 
-            obs, finished = collect_rollout(agent, envs, obs, rollout, episode_return, episode_length,
-                                            reward_scaler, device)
-            global_step += args.batch_size
-            for ep_return, ep_length in finished:
-                episodes.append((global_step, ep_return, ep_length))
-                writer.add_scalar("charts/episodic_return", ep_return, global_step)
-                writer.add_scalar("charts/episodic_length", ep_length, global_step)
-            recent = float(np.mean([r for _, r, _ in episodes[-20:]])) if episodes else None
-            if steps_to_threshold is None and threshold is not None and len(episodes) >= 20 and recent >= threshold:
-                steps_to_threshold = global_step
 
-            advantages, returns = compute_gae(rollout.rewards, rollout.values, rollout.next_values,
-                                              rollout.terminations, rollout.truncations,
-                                              args.gamma, args.gae_lambda)
-            stats = update(agent, optimizer, rollout, advantages, returns, args, kl_beta, device)
-            if args.kl_mode == "penalty":
-                writer.add_scalar("losses/kl_beta", kl_beta, global_step)
-                kl_beta = adapt_kl_beta(kl_beta, stats["approx_kl"], args.target_kl)
+def write_video(path: str, frames: list[np.ndarray], fps: float) -> None:
+    import cv2  # only needed for --capture-video
+    height, width = frames[0].shape[:2]
+    writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height))
+    for frame in frames:
+        writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    writer.release()
 
-            sps = global_step / (time.time() - start)
-            writer.add_scalar("charts/SPS", sps, global_step)
-            writer.add_scalar("charts/learning_rate", optimizer.param_groups[0]["lr"], global_step)
-            for key, value in stats.items():
-                writer.add_scalar(f"losses/{key}", value, global_step)
 
-            negative_ev_streak = negative_ev_streak + 1 if stats["explained_variance"] < 0 else 0
-            warnings = health_warnings(stats, negative_ev_streak, math.log(n_actions))
-            for key in warnings.keys() - shown_warnings:  # each kind once per run: TensorBoard has the rest
-                print(("\n" if interactive else "") + f"warning (step {global_step:,}): {warnings[key]}", file=sys.stderr)
-            shown_warnings |= set(warnings)
+class RecordFirstEpisode(gym.Wrapper):
+    """Records the env's rendered frames until its first episode ends, then writes them as an mp4.
+    It runs inside the env's own process, so the video also works with async envs."""
 
-            now = time.time()
-            if interactive or now - last_print > 10 or iteration == args.num_iterations:
-                line = format_progress(global_step, args.total_timesteps, sps, recent, now - start)
-                print("\r" + line if interactive else line, end="" if interactive else "\n", flush=True)
-                last_print = now
-    except KeyboardInterrupt:
-        save_checkpoint(checkpoint_path, agent, args, obs_dim, n_actions, global_step)
-        print(f"\ninterrupted at step {global_step:,}; checkpoint saved to {checkpoint_path}", file=sys.stderr)
-        writer.close()
-        # Ctrl-C reached the env worker processes too: end them rather than ask them to close
-        envs.close(terminate=True)
-        raise
-    if interactive:
-        print()
-    envs.close()
-    sps = global_step / (time.time() - start)
-    save_checkpoint(checkpoint_path, agent, args, obs_dim, n_actions, global_step)
+    def __init__(self, env: gym.Env, path: str, fps: float):
+        super().__init__(env)
+        self.path, self.fps, self.frames, self.done = path, fps, [], False
 
-    summary = {"env_id": args.env_id, "seed": args.seed, "run_dir": run_path, "checkpoint": checkpoint_path,
-               "global_step": global_step, "sps": sps, "steps_to_threshold": steps_to_threshold,
-               "reward_threshold": threshold, "episodes": episodes}
+    def reset(self, **kwargs):
+        result = self.env.reset(**kwargs)
+        if not self.done:
+            self.frames = [self.env.render()]
+        return result
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        if not self.done:
+            self.frames.append(self.env.render())
+            if terminated or truncated:
+                write_video(self.path, self.frames, self.fps)
+                self.done, self.frames = True, []
+        return obs, reward, terminated, truncated, info
+
+
+def evaluate(agent: Agent, args: Args, episodes: int, greedy: bool, seed: int,
+             device: torch.device, video_path: str | None = None) -> np.ndarray:
+    """Raw return of `episodes` whole episodes on the env without its training-only wrappers,
+    the observation statistics frozen. Each env plays a quota of consecutive episodes fixed
+    before any starts (counting whichever finish first would favour the short ones): in-process
+    envs are cheap, one per episode; an async env is a process, so at most num_envs of them.
+    Seeds differ from training's, so the agent is scored on episodes it has not trained on."""
+    n = min(episodes, args.num_envs) if args.async_envs else episodes
+    envs = make_vector_env(args, n, training=False, video_path=video_path)
+    quota = [episodes // n + (i < episodes % n) for i in range(n)]
+    returns: list[list[float]] = [[] for _ in range(n)]
+    obs, _ = envs.reset(seed=seed)
+    while any(len(r) < q for r, q in zip(returns, quota)):
+        with torch.inference_mode():
+            agent_obs = agent.normalize(torch.from_numpy(obs).to(device))
+            action, _, _, _ = agent.get_action_and_value(agent_obs, greedy=greedy)
+        obs, _, _, _, info = envs.step(action.cpu().numpy())
+        for i, ret, _ in finished_episodes(info):
+            if len(returns[i]) < quota[i]:
+                returns[i].append(ret)
+    envs.close()  # waits for the workers, so a video written by one is complete
+    return np.array([ret for env_returns in returns for ret in env_returns])
+
+
+def evaluate_checkpoint(args: Args) -> dict:
+    """--eval-checkpoint: the saved agent, greedy and sampled, on the env it was trained on."""
+    validate_args(args)
+    torch.set_num_threads(1)  # evaluation's forward passes are small, as at the end of training
+    device = pick_device(args)
+    agent, train_args = load_checkpoint(args.eval_checkpoint, device)
+    check_env_id(train_args.env_id)
+    # the env as the agent was trained on it; how to run it (async or not) from the command line
+    train_args = dataclasses.replace(train_args, async_envs=args.async_envs)
+    video = None
+    if args.capture_video:
+        video = os.path.join(os.path.dirname(os.path.abspath(args.eval_checkpoint)),
+                             "eval-greedy.mp4")
+    result = {"env_id": train_args.env_id, "checkpoint": args.eval_checkpoint}
     for mode in ("greedy", "sampled"):
-        video = os.path.join(run_path, "eval-greedy.mp4") if args.capture_video and mode == "greedy" else None
-        eval_returns = evaluate(agent, args.env_id, args.eval_episodes, mode == "greedy", args.seed + 100_000,
-                                device, video)
-        summary[f"eval_{mode}_mean"], summary[f"eval_{mode}_std"] = float(eval_returns.mean()), float(eval_returns.std())
-        writer.add_scalar(f"eval/{mode}_return", eval_returns.mean(), global_step)
-    writer.close()
-    with open(os.path.join(run_path, "summary.json"), "w") as f:
-        json.dump(summary, f)
-    print(f"{args.env_id}: {global_step:,} steps at {sps:,.0f} SPS; evaluation over {args.eval_episodes} episodes: "
-          f"greedy {summary['eval_greedy_mean']:.2f} +- {summary['eval_greedy_std']:.2f}, "
-          f"sampled {summary['eval_sampled_mean']:.2f} +- {summary['eval_sampled_std']:.2f}; "
-          f"checkpoint {checkpoint_path}")
-    return summary
+        returns = evaluate(agent, train_args, args.eval_episodes, mode == "greedy",
+                           args.seed + 100_000, device, video if mode == "greedy" else None)
+        result[f"eval_{mode}_mean"] = float(returns.mean())
+        result[f"eval_{mode}_std"] = float(returns.std())
+        print(f"{train_args.env_id} {mode:>7}: {returns.mean():.2f} +- {returns.std():.2f} "
+              f"over {len(returns)} episodes")
+    if video:
+        print(f"video of the first greedy episode: {video}")
+    return result
+
+
+def health_warnings(stats: dict, negative_ev_streak: int, min_entropy: float) -> dict[str, str]:
+    """Symptoms of a run going wrong, against typical healthy PPO ranges (approx KL ~0.001-0.03,
+    clip fraction ~0.05-0.3). Keys name the kind of symptom, so each kind is reported once."""
+    found = {}
+    if stats["approx_kl"] > 0.1:
+        found["kl"] = (f"approx KL {stats['approx_kl']:.3f} is far above normal (< 0.03): "
+                       f"lower the learning rate or use --kl-mode early-stop")
+    if stats["clipfrac"] > 0.4:
+        found["clipfrac"] = (f"clip fraction {stats['clipfrac']:.2f} is far above normal (< 0.3): "
+                             f"the policy moves too far per update")
+    if stats["entropy"] < min_entropy:
+        found["entropy"] = (f"policy entropy {stats['entropy']:.4f} has collapsed: "
+                            f"exploration has stopped")
+    if negative_ev_streak >= 10:
+        found["ev"] = (f"explained variance negative for {negative_ev_streak} updates: "
+                       f"the critic is not learning")
+    return found
+
+
+def format_progress(step: int, total: int, sps: float, recent_return: float | None,
+                    elapsed: float) -> str:
+    left = (total - step) / sps if sps > 0 else float("inf")
+    ret = "   n/a" if recent_return is None else f"{recent_return:8.2f}"
+    eta = time.strftime("%H:%M:%S", time.gmtime(left)) if math.isfinite(left) else "--:--:--"
+    return (f"step {step:>10,}/{total:,} ({100 * step / total:5.1f}%) | {sps:7,.0f} SPS | "
+            f"return(last 20) {ret} | elapsed {time.strftime('%H:%M:%S', time.gmtime(elapsed))} "
+            f"| left {eta}")
+
+
+class RunLog:
+    """Everything a training run reports, in one place: its folder
+    runs/<env>__<exp>__<seed>__<time>, TensorBoard, the episodes' statistics and the step at which
+    they reached the env's "solved" level, the progress line, health warnings, and at the end the
+    checkpoint, the final evaluation and summary.json. Used as a context manager, it saves the
+    checkpoint when Ctrl-C stops a run."""
+
+    def __init__(self, args: Args, agent: Agent, envs: gym.vector.VectorEnv, min_entropy: float):
+        from torch.utils.tensorboard import SummaryWriter  # slow import, only needed to train
+        self.args, self.agent, self.envs, self.min_entropy = args, agent, envs, min_entropy
+        name = f"{args.env_id.replace('/', '-')}__{args.exp_name}__{args.seed}__{int(time.time())}"
+        self.run_path = os.path.join(args.run_dir, name)
+        self.checkpoint_path = os.path.join(self.run_path, "agent.pt")
+        self.writer = SummaryWriter(self.run_path)
+        self.writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(
+            f"|{key}|{value}|" for key, value in dataclasses.asdict(args).items()))
+        self.episodes: list[tuple[int, float, int]] = []  # (global step, raw return, length)
+        self.threshold = gym.spec(args.env_id).reward_threshold  # the env's "solved" level
+        self.steps_to_threshold = None
+        self.global_step, self.negative_ev_streak, self.shown = 0, 0, set()
+        self.interactive = sys.stdout.isatty()
+        self.start, self.last_print = time.time(), 0.0
+
+    def __enter__(self) -> RunLog:
+        return self
+
+    def __exit__(self, kind, error, traceback) -> bool:
+        if kind is KeyboardInterrupt:
+            save_checkpoint(self.checkpoint_path, self.agent, self.args, self.global_step)
+            print(f"\ninterrupted at step {self.global_step:,}; checkpoint saved to "
+                  f"{self.checkpoint_path}", file=sys.stderr)
+            self.writer.close()
+            # the env workers ignore Ctrl-C (ignore_ctrl_c_in_worker) but may be mid-step:
+            # end them rather than wait
+            self.envs.close(terminate=True)
+        return False
+
+    def iteration(self, global_step: int, finished: list[tuple[float, int]], stats: dict,
+                  charts: dict) -> None:
+        """Once per iteration, after the update: the episodes that ended in its rollout, the
+        update's statistics (TensorBoard's losses/) and other curves (charts/)."""
+        self.global_step = global_step
+        for ret, length in finished:
+            self.episodes.append((global_step, ret, length))
+            self.writer.add_scalar("charts/episodic_return", ret, global_step)
+            self.writer.add_scalar("charts/episodic_length", length, global_step)
+        recent = float(np.mean([r for _, r, _ in self.episodes[-20:]])) if self.episodes else None
+        if (self.steps_to_threshold is None and self.threshold is not None
+                and len(self.episodes) >= 20 and recent >= self.threshold):
+            self.steps_to_threshold = global_step
+
+        now = time.time()
+        sps = global_step / (now - self.start)
+        for key, value in {"SPS": sps, **charts}.items():
+            self.writer.add_scalar(f"charts/{key}", value, global_step)
+        for key, value in stats.items():
+            self.writer.add_scalar(f"losses/{key}", value, global_step)
+
+        negative_ev = stats["explained_variance"] < 0
+        self.negative_ev_streak = self.negative_ev_streak + 1 if negative_ev else 0
+        warnings = health_warnings(stats, self.negative_ev_streak, self.min_entropy)
+        for key in warnings.keys() - self.shown:  # each kind once per run: TensorBoard has the rest
+            print(("\n" if self.interactive else "") + f"warning (step {global_step:,}): "
+                  f"{warnings[key]}", file=sys.stderr)
+        self.shown |= set(warnings)
+
+        last = global_step == self.args.num_iterations * self.args.batch_size
+        if self.interactive or now - self.last_print > 10 or last:
+            line = format_progress(global_step, self.args.total_timesteps, sps, recent,
+                                   now - self.start)
+            print("\r" + line if self.interactive else line, end="" if self.interactive else "\n",
+                  flush=True)
+            self.last_print = now
+
+    def finish(self, device: torch.device) -> dict:
+        """After the last iteration: the checkpoint, the final evaluation (greedy and sampled),
+        summary.json and one line on the terminal. Returns the summary."""
+        if self.interactive:
+            print()
+        args, sps = self.args, self.global_step / (time.time() - self.start)
+        save_checkpoint(self.checkpoint_path, self.agent, args, self.global_step)
+        summary = {"env_id": args.env_id, "seed": args.seed, "run_dir": self.run_path,
+                   "checkpoint": self.checkpoint_path, "global_step": self.global_step, "sps": sps,
+                   "steps_to_threshold": self.steps_to_threshold,
+                   "reward_threshold": self.threshold, "episodes": self.episodes}
+        torch.set_num_threads(1)  # evaluation's forward passes are small, as in evaluate_checkpoint
+        for mode in ("greedy", "sampled"):
+            video = None
+            if args.capture_video and mode == "greedy":
+                video = os.path.join(self.run_path, "eval-greedy.mp4")
+            returns = evaluate(self.agent, args, args.eval_episodes, mode == "greedy",
+                               args.seed + 100_000, device, video)
+            summary[f"eval_{mode}_mean"] = float(returns.mean())
+            summary[f"eval_{mode}_std"] = float(returns.std())
+            self.writer.add_scalar(f"eval/{mode}_return", returns.mean(), self.global_step)
+        self.writer.close()
+        with open(os.path.join(self.run_path, "summary.json"), "w") as f:
+            json.dump(summary, f)
+        print(f"{args.env_id}: {self.global_step:,} steps at {sps:,.0f} SPS; evaluation over "
+              f"{args.eval_episodes} episodes: greedy {summary['eval_greedy_mean']:.2f} "
+              f"+- {summary['eval_greedy_std']:.2f}, sampled {summary['eval_sampled_mean']:.2f} "
+              f"+- {summary['eval_sampled_std']:.2f}; checkpoint {self.checkpoint_path}")
+        return summary
 
 
 def main(args: Args) -> dict:
-    """Train, or with --eval-checkpoint only evaluate a saved agent."""
-    if args.eval_checkpoint is None:
-        return train(args)
-    validate_args(args)
-    torch.set_num_threads(args.torch_threads)
-    return evaluate_checkpoint(args, pick_device(args))
+    """Train, or with --eval-checkpoint evaluate a saved agent. Bad input ends the process with
+    one line naming the flag; Ctrl-C with status 130, once the checkpoint is saved."""
+    try:
+        return train(args) if args.eval_checkpoint is None else evaluate_checkpoint(args)
+    except ConfigError as err:
+        raise SystemExit(f"{SCRIPT}: error: {err}") from None
+    except KeyboardInterrupt:
+        raise SystemExit(130) from None
 
 
 if __name__ == "__main__":
-    try:
-        main(tyro.cli(Args))
-    except ConfigError as err:  # bad input: one line naming the flag, no traceback
-        raise SystemExit(f"ppo.py: error: {err}")
-    except KeyboardInterrupt:  # the checkpoint was saved by train
-        raise SystemExit(130)
+    main(tyro.cli(Args))

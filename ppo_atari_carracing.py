@@ -1,8 +1,8 @@
 """Proximal Policy Optimization from pixels, in one file: the Atari recipe applied to CarRacing-v3.
 
-    python ppo_atari_carracing.py                            # CarRacing-v3 (add --cuda to use a GPU)
-    python ppo_atari_carracing.py --continuous               # CarRacing-v3, steer/gas/brake, Beta policy
-    python ppo_atari_carracing.py --env-id ALE/Breakout-v5   # an Atari game (needs: pip install ale-py)
+    python ppo_atari_carracing.py                            # CarRacing-v3 (add --cuda for a GPU)
+    python ppo_atari_carracing.py --continuous               # CarRacing-v3, steer/gas/brake, Beta
+    python ppo_atari_carracing.py --env-id ALE/Breakout-v5   # an Atari game (needs ale-py)
     python ppo_atari_carracing.py --eval-checkpoint runs/<run>/agent.pt   # evaluate a saved agent
 
 Trains an actor-critic with the clipped surrogate objective of Schulman et al. 2017,
@@ -16,10 +16,9 @@ CarRacing-v3 has two action interfaces and both work: its 5 discrete actions wit
 policy, and continuous (steer, gas, brake) with a Beta-distribution policy (Chou et al. 2017,
 "Improving Stochastic Policy Gradients in Continuous Control with Deep RL using the Beta
 Distribution"), whose samples lie inside the action bounds, so no clipping biases the gradient.
-The discrete interface is the default: with the same recipe and 300k steps it scored 701 (two
-seeds) against the Beta policy's 560 (one seed) here, and was ahead all along (README, Benchmark).
-Atari games (ALE ids) get the rest of the Atari recipe: no-op and fire resets, max-pooled frame
-skip, end of episode at a lost life, reward clipping.
+The discrete interface is the default: with the same recipe and budget it learnt faster here
+(README, Benchmark). Atari games (ALE ids) get the rest of the Atari recipe: no-op and fire
+resets, max-pooled frame skip, end of episode at a lost life, reward clipping.
 
 The other implementation details follow "The 37 Implementation Details of PPO" (Huang et al.,
 ICLR blog track 2022), as ppo.py does: vectorised (here asynchronous) envs, orthogonal init, Adam
@@ -32,8 +31,11 @@ frames of the simulator. Every return reported is the sum of the env's own, uncl
 evaluation over whole, unmodified episodes; in the training curves over the training episodes,
 which the optional cut-off (--negative-reward-cutoff) may end early.
 
-Read top to bottom: Args, the environment, the agent, the PPO math as pure functions, the two
-phases of an iteration (collect, update), checkpoints and evaluation, then `train`.
+How to read it: top to bottom, the algorithm first and in one piece: `Args`, the environment (the
+frame wrappers), the agent (the Nature CNN with a categorical or Beta head), the PPO math as pure
+functions, the two phases of an iteration (collect, then update), and `train`, which is
+Algorithm 1 of the paper. Everything after `train` is plumbing that a reader may skip, the same
+as ppo.py's.
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ import signal
 import sys
 import time
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Callable, Literal
 
 import cv2
 import gymnasium as gym
@@ -99,6 +101,10 @@ class Args:
     negative_reward_cutoff: int = 50
     """training only, non-ALE envs: end an episode (as a time limit, bootstrapped) after this many
     consecutive steps without positive reward; 0 turns it off. Never applied in evaluation"""
+    norm_reward: bool = False
+    """divide rewards by the running std of the discounted return, clipped to +-10 (as
+    ppo_continuous.py does by default): CarRacing's returns of hundreds in reward units otherwise
+    meet a value clip of +-clip_coef per update"""
 
     # --- algorithm ---
     learning_rate: float = 2.5e-4
@@ -139,11 +145,11 @@ class Args:
 
     # --- evaluation and checkpoints ---
     eval_episodes: int = 10
-    """episodes for the final evaluation (deterministic and sampled), and for --eval-checkpoint"""
+    """episodes for the final evaluation (greedy and sampled), and for --eval-checkpoint"""
     eval_checkpoint: str | None = None
     """evaluate this saved agent.pt instead of training"""
     capture_video: bool = False
-    """record the first deterministic evaluation episode as an mp4 file"""
+    """record the first greedy evaluation episode as an mp4 file"""
 
     # --- derived sizes, computed in one place ---
     @property
@@ -159,50 +165,9 @@ class Args:
         return self.total_timesteps // self.batch_size
 
 
-class ConfigError(ValueError):
-    """Bad user input: reported as one line, before anything is written."""
-
-
-# the smallest frame the Nature CNN's three convolutions leave at least one pixel of
-MIN_FRAME_SIZE = 36
-
-
-def validate_args(args: Args) -> None:
-    """Fail fast, naming the flag, rather than deep inside torch or gymnasium."""
-    for name in ("num_envs", "num_steps", "num_minibatches", "update_epochs", "total_timesteps",
-                 "eval_episodes", "frame_size", "frame_stack", "action_repeat"):
-        if getattr(args, name) <= 0:
-            raise ConfigError(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(args, name)}")
-    if args.frame_size < MIN_FRAME_SIZE:
-        raise ConfigError(f"--frame-size must be at least {MIN_FRAME_SIZE} for the Nature CNN, got {args.frame_size}")
-    if args.torch_threads < 0:
-        raise ConfigError(f"--torch-threads must be >= 0 (0: one per core), got {args.torch_threads}")
-    if args.negative_reward_cutoff < 0:
-        raise ConfigError(f"--negative-reward-cutoff must be >= 0 (0 turns it off), got {args.negative_reward_cutoff}")
-    for name in ("learning_rate", "clip_coef", "max_grad_norm", "target_kl", "kl_beta"):
-        value = getattr(args, name)
-        if not (value > 0 and math.isfinite(value)):
-            raise ConfigError(f"--{name.replace('_', '-')} must be a positive number, got {value}")
-    for name in ("ent_coef", "vf_coef"):
-        if not getattr(args, name) >= 0:
-            raise ConfigError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
-    for name in ("gamma", "gae_lambda"):
-        if not 0 <= getattr(args, name) <= 1:
-            raise ConfigError(f"--{name.replace('_', '-')} must be in [0, 1], got {getattr(args, name)}")
-    if args.eval_checkpoint is None:
-        if args.batch_size % args.num_minibatches:
-            raise ConfigError(
-                f"--num-minibatches {args.num_minibatches} does not divide the batch of "
-                f"num_envs * num_steps = {args.batch_size}")
-        if args.num_iterations == 0:
-            raise ConfigError(
-                f"--total-timesteps {args.total_timesteps} is less than one batch "
-                f"(num_envs * num_steps = {args.batch_size})")
-
-
-# ---------------------------------------------------------------------------------------------
-# Environment
-# ---------------------------------------------------------------------------------------------
+# =================================================================================================
+# The environment
+# =================================================================================================
 
 CAR_RACING = "gymnasium.envs.box2d.car_racing:CarRacing"
 
@@ -216,7 +181,8 @@ def register_atari() -> None:
     try:
         import ale_py
     except ImportError:
-        raise ConfigError("--env-id: Atari games need the Arcade Learning Environment: pip install ale-py") from None
+        raise ConfigError("--env-id: Atari games need the Arcade Learning Environment: "
+                          "pip install ale-py") from None
     gym.register_envs(ale_py)
 
 
@@ -225,12 +191,13 @@ class ActionRepeat(gym.Wrapper):
     recipe, without its max-pool (CarRacing's sprites do not flicker). A frame that ends the
     episode ends the repeat.
 
-    CarRacing draws its 96x96 observation in every `step`, and that drawing is 97% of the step's
-    time (the physics is about 0.3 ms). The agent sees only the last of the repeated frames, so
-    the others are not drawn: `_render` is side-effect free (it reads the car and the track and
-    writes only its own canvas), so the frames, rewards and episode ends are exactly those of the
-    unmodified env, at about a quarter of the cost (tests/test_carracing.py checks this frame for
-    frame). `skip_hidden_frames` is for CarRacing only, and never skips frames shown in a window."""
+    CarRacing draws its 96x96 observation in every `step`, and that drawing is nearly all of the
+    step's time (docs/notes/ppo_atari_carracing.md). The agent sees only the last of the repeated
+    frames, so the others are not drawn: `_render` is side-effect free (it reads the car and the
+    track and writes only its own canvas), so the frames, rewards and episode ends are exactly
+    those of the unmodified env, at about a quarter of the cost (tests/test_carracing.py checks
+    this frame for frame). `skip_hidden_frames` is for CarRacing only, and never skips frames
+    shown in a window."""
 
     def __init__(self, env: gym.Env, repeat: int, skip_hidden_frames: bool = False):
         super().__init__(env)
@@ -341,55 +308,30 @@ class FireReset(gym.Wrapper):
         return obs, info
 
 
-class RecordFirstEpisode(gym.Wrapper):
-    """Records the env's rendered frames until its first episode ends, then writes them as an mp4.
-    It runs inside the env's own process, so the video also works with async envs."""
-
-    def __init__(self, env: gym.Env, path: str, fps: float):
-        super().__init__(env)
-        self.path, self.fps, self.frames, self.done = path, fps, [], False
-
-    def reset(self, **kwargs):
-        result = self.env.reset(**kwargs)
-        if not self.done:
-            self.frames = [self.env.render()]
-        return result
-
-    def step(self, action):
-        obs, reward, terminated, truncated, info = self.env.step(action)
-        if not self.done:
-            self.frames.append(self.env.render())
-            if terminated or truncated:
-                write_video(self.path, self.frames, self.fps)
-                self.done, self.frames = True, []
-        return obs, reward, terminated, truncated, info
-
-
-def make_env(env_id: str, continuous: bool = False, frame_size: int = 84, frame_stack: int = 4,
-             action_repeat: int = 4, negative_reward_cutoff: int = 0, video_path: str | None = None):
-    """A thunk for the vector env; the wrappers below are listed in the order they apply to a
+def make_env(args: Args, training: bool = True, video_path: str | None = None):
+    """A thunk that makes one env; the wrappers below are listed in the order they apply to a
     frame. The episode statistics (unclipped return, length) are taken above the frame skip and
     below everything that changes rewards or where an episode ends for the learner, except the
-    training cut-off, so that a cut training episode is still counted."""
+    training cut-off, so that a cut training episode is still counted. Only `training` envs get
+    the cut-off: evaluation plays the unmodified env."""
     creator = os.getpid()
 
     def thunk():
-        if os.getpid() != creator:
-            # an async env worker: Ctrl-C in a terminal reaches it too, but it is meant for the
-            # trainer, which saves its checkpoint and then stops the workers
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
+        ignore_ctrl_c_in_worker(creator)
         render_mode = "rgb_array" if video_path is not None else None
-        if is_atari(env_id):
+        if is_atari(args.env_id):
             register_atari()  # again: a spawned worker process has not imported it
             # AtariPreprocessing does the frame skip itself, with the max over the last two frames
-            # (some sprites are drawn only every other frame), so the ALE env must not skip. The v5
-            # ids keep their sticky actions (repeat probability 0.25, Machado et al. 2018).
-            env = gym.make(env_id, frameskip=1, render_mode=render_mode)
-            env = gym.wrappers.AtariPreprocessing(env, noop_max=30, frame_skip=action_repeat, screen_size=frame_size,
-                                                  terminal_on_life_loss=False, grayscale_obs=True)
+            # (some sprites are drawn only every other frame), so the ALE env must not skip. The
+            # v5 ids keep their sticky actions (repeat probability 0.25, Machado et al. 2018).
+            env = gym.make(args.env_id, frameskip=1, render_mode=render_mode)
+            env = gym.wrappers.AtariPreprocessing(
+                env, noop_max=30, frame_skip=args.action_repeat, screen_size=args.frame_size,
+                terminal_on_life_loss=False, grayscale_obs=True)
             env = gym.wrappers.RecordEpisodeStatistics(env)
             if video_path is not None:
-                env = RecordFirstEpisode(env, video_path, env.metadata.get("render_fps", 60) / action_repeat)
+                fps = env.metadata.get("render_fps", 60) / args.action_repeat
+                env = RecordFirstEpisode(env, video_path, fps)
             env = EpisodicLife(env)
             if "FIRE" in env.unwrapped.get_action_meanings():
                 env = FireReset(env)
@@ -397,92 +339,46 @@ def make_env(env_id: str, continuous: bool = False, frame_size: int = 84, frame_
             # by orders of magnitude; the statistics above still see the real score
             env = gym.wrappers.TransformReward(env, np.sign)
         else:
-            car_racing = gym.spec(env_id).entry_point == CAR_RACING
-            env = gym.make(env_id, render_mode=render_mode, **({"continuous": continuous} if car_racing else {}))
-            env = ActionRepeat(env, action_repeat, skip_hidden_frames=car_racing)
-            if negative_reward_cutoff > 0:
-                env = NegativeRewardCutoff(env, negative_reward_cutoff)
+            car_racing = gym.spec(args.env_id).entry_point == CAR_RACING
+            kwargs = {"continuous": args.continuous} if car_racing else {}
+            env = gym.make(args.env_id, render_mode=render_mode, **kwargs)
+            if isinstance(env.action_space, gym.spaces.Box):
+                # the Beta policy acts in [0, 1]^d; the affine map onto the bounds reaches every
+                # valid action and no invalid one, so nothing is clipped, and its constant
+                # Jacobian cancels in the PPO ratio
+                env = gym.wrappers.RescaleAction(env, np.float32(0), np.float32(1))
+            env = ActionRepeat(env, args.action_repeat, skip_hidden_frames=car_racing)
+            if training and args.negative_reward_cutoff > 0:
+                env = NegativeRewardCutoff(env, args.negative_reward_cutoff)
             env = gym.wrappers.RecordEpisodeStatistics(env)
             if video_path is not None:
-                env = RecordFirstEpisode(env, video_path, (env.metadata.get("render_fps") or 50) / action_repeat)
-            env = GreyResize(env, frame_size)
+                fps = (env.metadata.get("render_fps") or 50) / args.action_repeat
+                env = RecordFirstEpisode(env, video_path, fps)
+            env = GreyResize(env, args.frame_size)
         # shape (frame_stack, size, size), newest frame last; a reset fills the stack with copies
         # of the first frame, so nothing from the previous episode is seen
-        return gym.wrappers.FrameStackObservation(env, frame_stack, padding_type="reset")
+        return gym.wrappers.FrameStackObservation(env, args.frame_stack, padding_type="reset")
     return thunk
 
 
-def env_options(args: Args, training: bool) -> dict:
-    """The make_env options that Args asks for; evaluation drops the training-only cut-off."""
-    return dict(continuous=args.continuous, frame_size=args.frame_size, frame_stack=args.frame_stack,
-                action_repeat=args.action_repeat,
-                negative_reward_cutoff=args.negative_reward_cutoff if training else 0)
-
-
-def check_env_id(env_id: str) -> None:
-    """An unknown id or a wrong kind of env is the most common mistake; say what to do."""
-    if is_atari(env_id):
-        register_atari()
-    try:
-        gym.spec(env_id)
-    except gym.error.Error as err:
-        raise ConfigError(f"--env-id: unknown environment {env_id!r} ({err})") from None
-    env = gym.make(env_id)
-    action_space, observation_space = env.action_space, env.observation_space
-    env.close()
-    shape = getattr(observation_space, "shape", None) or ()
-    if not (isinstance(observation_space, gym.spaces.Box) and len(shape) == 3 and shape[-1] == 3
-            and observation_space.dtype == np.uint8):
-        script = "ppo_continuous.py" if isinstance(action_space, gym.spaces.Box) else "ppo.py"
-        raise ConfigError(f"--env-id: {env_id} observations are {observation_space}, not RGB frames; "
-                          f"use {script} for vector observations")
-    if isinstance(action_space, gym.spaces.Box):
-        if len(action_space.shape) != 1 or not (np.isfinite(action_space.low).all() and np.isfinite(action_space.high).all()):
-            raise ConfigError(f"--env-id: {env_id} has actions {action_space}; the Beta policy needs a "
-                              f"flat Box with finite bounds")
-    elif not isinstance(action_space, gym.spaces.Discrete):
-        raise ConfigError(f"--env-id: {env_id} has a {type(action_space).__name__} action space; "
-                          f"ppo_atari_carracing.py needs Discrete or Box")
-
-
-def make_vector_env(env_id: str, num_envs: int, asynchronous: bool = True, video_path: str | None = None,
-                    **options):
-    """SAME_STEP autoreset, as in ppo.py: when an episode ends, `step` returns the first
-    observation of the next episode and puts the true last observation in info["final_obs"]. So
-    every stored transition lies inside one episode, and a truncated episode (time limit or the
-    training cut-off) can still be bootstrapped from V(final_obs). The first env records video."""
-    thunks = [make_env(env_id, video_path=video_path if i == 0 else None, **options) for i in range(num_envs)]
-    vector_cls = gym.vector.AsyncVectorEnv if asynchronous else gym.vector.SyncVectorEnv
+def make_vector_env(args: Args, num_envs: int, training: bool = True,
+                    video_path: str | None = None) -> gym.vector.VectorEnv:
+    """SAME_STEP autoreset: when an episode ends, `step` returns the first observation of the
+    next episode and puts the true last observation in info["final_obs"]. So every stored
+    transition (obs_t, a_t, r_t) lies inside one episode, and a truncated episode can still be
+    bootstrapped from V(final_obs). (gymnasium's default NEXT_STEP mode would instead spend one
+    step per reset on a transition that crosses the boundary and must be masked out.)"""
+    thunks = [make_env(args, training, video_path if i == 0 else None) for i in range(num_envs)]
+    vector_cls = gym.vector.AsyncVectorEnv if args.async_envs else gym.vector.SyncVectorEnv
     return vector_cls(thunks, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
 
 
-def env_action(action: np.ndarray, action_space: gym.spaces.Space) -> np.ndarray:
-    """The env's action for the policy's. The Beta policy acts in [0, 1]^d; the affine map onto
-    the Box's bounds reaches every valid action and no invalid one, so nothing is clipped, and its
-    constant Jacobian cancels in the PPO ratio."""
-    if isinstance(action_space, gym.spaces.Box):
-        return (action_space.low + (action_space.high - action_space.low) * action).astype(action_space.dtype)
-    return action
-
-
-def finished_episodes(info: dict) -> list[tuple[int, float, int]]:
-    """(env index, unclipped return, length) of each episode that ended in this step, from the
-    RecordEpisodeStatistics wrapper; with SAME_STEP autoreset its info is under "final_info".
-    Counted there and not from terminated/truncated, because for Atari a lost life ends the
-    learner's episode but not the game."""
-    final = info.get("final_info", {})
-    if "episode" not in final:
-        return []
-    episode = final["episode"]
-    return [(int(i), float(episode["r"][i]), int(episode["l"][i])) for i in np.flatnonzero(final["_episode"])]
-
-
-# ---------------------------------------------------------------------------------------------
-# Agent
-# ---------------------------------------------------------------------------------------------
+# =================================================================================================
+# The agent
+# =================================================================================================
 
 def layer_init(layer: nn.Module, std: float = math.sqrt(2), bias_const: float = 0.0) -> nn.Module:
-    """Orthogonal weights, zero bias (implementation detail 2 of the 37), for linear and conv layers."""
+    """Orthogonal weights, constant bias (implementation detail 2 of the 37)."""
     nn.init.orthogonal_(layer.weight, std)
     nn.init.constant_(layer.bias, bias_const)
     return layer
@@ -499,12 +395,14 @@ class Agent(nn.Module):
     work and both heads need the same ones (ppo.py's MLPs are separate instead).
 
     Discrete actions: a categorical policy over n_actions. Continuous: a Beta(alpha, beta) per
-    action dimension on [0, 1], mapped onto the action bounds by `env_action`. A Gaussian would put
-    mass outside the bounds, and clipping it there biases the policy gradient (Chou et al. 2017)."""
+    action dimension on [0, 1], which the env's RescaleAction wrapper maps onto the action bounds.
+    A Gaussian would put mass outside the bounds, and clipping it there biases the policy
+    gradient (Chou et al. 2017)."""
 
     def __init__(self, obs_shape: tuple[int, int, int], n_actions: int, continuous: bool):
         super().__init__()
-        self.obs_shape, self.n_actions, self.continuous = tuple(obs_shape), n_actions, continuous
+        self.config = dict(obs_shape=list(obs_shape), n_actions=n_actions, continuous=continuous)
+        self.continuous = continuous
         self.network = nn.Sequential(
             layer_init(nn.Conv2d(obs_shape[0], 32, 8, stride=4)), nn.ReLU(),
             layer_init(nn.Conv2d(32, 64, 4, stride=2)), nn.ReLU(),
@@ -517,11 +415,16 @@ class Agent(nn.Module):
         self.network.append(nn.ReLU())
         # a 0.01 gain starts the policy near uniform (categorical) or near Beta(1.7, 1.7) in each
         # dimension (continuous): broad, centred, so early rollouts explore
-        self.actor = layer_init(nn.Linear(512, 2 * n_actions if continuous else n_actions), std=0.01)
+        outputs = 2 * n_actions if continuous else n_actions  # Beta: alpha and beta per dimension
+        self.actor = layer_init(nn.Linear(512, outputs), std=0.01)
         self.critic = layer_init(nn.Linear(512, 1), std=1.0)
 
+    def normalize(self, obs: torch.Tensor, update: bool = False) -> torch.Tensor:
+        """What the rollout stores and the networks take: the uint8 frames as they are (a quarter
+        of float32's memory); `features` scales them to [0, 1]."""
+        return obs
+
     def features(self, obs: torch.Tensor) -> torch.Tensor:
-        # observations travel as uint8 (4x less memory in the rollout buffer) and are scaled here
         return self.network(obs.float() / 255.0)
 
     def get_value(self, obs: torch.Tensor) -> torch.Tensor:
@@ -534,15 +437,15 @@ class Agent(nn.Module):
 
     def get_action_and_value(self, obs: torch.Tensor, action: torch.Tensor | None = None,
                              greedy: bool = False):
-        """Sample (or take the deterministic) action; return it with its log-prob, the policy's
-        entropy and the state value. Continuous actions are in [0, 1]^d (see env_action)."""
+        """Sample (or, greedy, take the most likely or the mean) action; return it with its
+        log-prob, the policy's entropy and the state value. Continuous actions are in [0, 1]^d."""
         hidden = self.features(obs)
         value = self.critic(hidden).squeeze(-1)
         if self.continuous:
             dist = self.beta(hidden)
             if action is None:
-                # deterministic: the mean, smooth in alpha and beta (the mode, (a-1)/(a+b-2),
-                # is 0/0 as both approach 1)
+                # greedy: the mean, smooth in alpha and beta (the mode, (a-1)/(a+b-2), is 0/0 as
+                # both approach 1)
                 action = dist.mean if greedy else dist.sample().clamp(BETA_EPS, 1 - BETA_EPS)
             return action, dist.log_prob(action).sum(-1), dist.entropy().sum(-1), value
         log_probs = torch.log_softmax(self.actor(hidden), dim=-1)
@@ -554,14 +457,23 @@ class Agent(nn.Module):
         return action, logprob, categorical_entropy(log_probs), value
 
 
-# ---------------------------------------------------------------------------------------------
-# The PPO math: pure functions, imported by tests/ (the same as ppo.py's)
-# ---------------------------------------------------------------------------------------------
-
 def categorical_entropy(log_probs: torch.Tensor) -> torch.Tensor:
     """H = -sum_a p(a) log p(a), over the last axis."""
     return -(log_probs.exp() * log_probs).sum(-1)
 
+
+def entropy_floor(action_space: gym.spaces.Space) -> float:
+    """Entropy below which the policy has all but stopped exploring: 1% of the uniform policy's
+    for categorical actions; for Beta actions, per dimension the differential entropy of a bell
+    of std 0.01 (1% of the range), 0.5 * log(2 pi e 0.01^2)."""
+    if isinstance(action_space, gym.spaces.Box):
+        return action_space.shape[0] * 0.5 * math.log(2 * math.pi * math.e * 0.01 ** 2)
+    return 0.01 * math.log(action_space.n)
+
+
+# =================================================================================================
+# The PPO math: pure functions of arrays, tested against independent references in tests/
+# =================================================================================================
 
 def compute_gae(rewards: np.ndarray, values: np.ndarray, next_values: np.ndarray,
                 terminations: np.ndarray, truncations: np.ndarray,
@@ -569,10 +481,10 @@ def compute_gae(rewards: np.ndarray, values: np.ndarray, next_values: np.ndarray
     """Generalised advantage estimation (Schulman et al. 2016, eq. 16) over a [T, N] rollout.
 
     next_values[t] is V of the state reached by step t: V(obs[t+1]) inside an episode, V of
-    the true final observation when step t was truncated (time limit, training cut-off),
-    anything when it terminated. A termination has no future (the next value is masked); a
-    truncation does (it is bootstrapped), but in both cases obs[t+1] belongs to a new episode,
-    so the lambda-weighted sum stops there. Returns (advantages, returns)."""
+    the true final observation when step t was truncated (by a time limit, say), anything when
+    it terminated. A termination has no future (the next value is masked); a truncation does (it
+    is bootstrapped, a time limit is not a death), but in both cases obs[t+1] belongs to a new
+    episode, so the lambda-weighted sum stops there. Returns (advantages, returns)."""
     advantages = np.zeros_like(values)
     running = np.zeros_like(values[0])
     for t in reversed(range(len(rewards))):
@@ -583,8 +495,156 @@ def compute_gae(rewards: np.ndarray, values: np.ndarray, next_values: np.ndarray
     return advantages, advantages + values
 
 
+def adapt_kl_beta(beta: float, kl: float, target_kl: float) -> float:
+    """The PPO paper's adaptive KL coefficient (section 4): double beta when the update moved the
+    policy more than 1.5x the target, halve it when less than target/1.5."""
+    if kl > 1.5 * target_kl:
+        return beta * 2.0
+    if kl < target_kl / 1.5:
+        return beta / 2.0
+    return beta
+
+
+# =================================================================================================
+# Collect: run the policy for num_steps steps in each env
+# =================================================================================================
+
+NORM_CLIP = 10.0
+"""normalised observations and scaled rewards are clipped to +-NORM_CLIP (as by openai/baselines'
+VecNormalize)"""
+
+
+class RunningMeanStd(nn.Module):
+    """Mean and (population) variance of a stream, merged batch by batch with the parallel
+    formula of Chan, Golub and LeVeque (1979), so any split of the stream gives numpy's mean and
+    var of the whole. Buffers, not parameters: they are saved in the state_dict and the checkpoint,
+    the optimiser never sees them. float64, as sums over millions of steps drift in float32."""
+
+    def __init__(self, shape: tuple[int, ...] = ()):
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(shape, dtype=torch.float64))
+        self.register_buffer("var", torch.ones(shape, dtype=torch.float64))
+        self.register_buffer("count", torch.zeros((), dtype=torch.float64))
+
+    @torch.no_grad()
+    def update(self, batch: torch.Tensor) -> None:
+        batch = batch.reshape(-1, *self.mean.shape).to(torch.float64)
+        batch_var, batch_mean = torch.var_mean(batch, 0, correction=0)
+        count, n = self.count.item(), batch.shape[0]
+        total = count + n
+        delta = batch_mean - self.mean
+        # in place (so the buffers stay ordinary tensors under torch.inference_mode), with python
+        # scalars: this runs every env step, where each extra tensor op costs
+        self.mean.add_(delta, alpha=n / total)
+        self.var.mul_(count / total).add_(batch_var, alpha=n / total)
+        self.var.add_(delta.square_(), alpha=count * n / total ** 2)
+        self.count.fill_(total)
+
+
+class RewardScaler:
+    """Rewards divided by the running std of the discounted return of each env (details 8 and 9
+    of the 37's continuous list, openai/baselines' VecNormalize): the value targets get a similar
+    scale whatever the task's reward units. Not centred: shifting rewards would change what an
+    agent gains by ending or prolonging an episode. The return restarts at every episode end."""
+
+    def __init__(self, num_envs: int, gamma: float):
+        self.gamma = gamma
+        self.returns = np.zeros(num_envs)
+        self.rms = RunningMeanStd()
+
+    def __call__(self, reward: np.ndarray, ended: np.ndarray) -> np.ndarray:
+        self.returns = self.returns * self.gamma + reward
+        self.rms.update(torch.from_numpy(self.returns))
+        self.returns[ended] = 0.0
+        return np.clip(reward / math.sqrt(self.rms.var.item() + 1e-8), -NORM_CLIP, NORM_CLIP)
+
+
+@dataclass
+class Rollout:
+    """One batch of experience, [num_steps, num_envs, ...], allocated once and refilled: the
+    observations as the networks saw them (uint8 frames stay uint8, a quarter of the memory),
+    the actions as sampled, the rewards as the critic learns them (scaled with --norm-reward)."""
+    obs: np.ndarray
+    actions: np.ndarray
+    logprobs: np.ndarray
+    rewards: np.ndarray
+    terminations: np.ndarray
+    truncations: np.ndarray
+    values: np.ndarray
+    next_values: np.ndarray
+
+    @classmethod
+    def empty(cls, num_steps: int, num_envs: int, observation_space: gym.spaces.Box,
+              action_space: gym.spaces.Space) -> Rollout:
+        def zeros(shape: tuple[int, ...] = (), dtype: type = np.float32) -> np.ndarray:
+            return np.zeros((num_steps, num_envs, *shape), dtype=dtype)
+        obs_dtype = np.uint8 if observation_space.dtype == np.uint8 else np.float32
+        discrete = isinstance(action_space, gym.spaces.Discrete)
+        return cls(obs=zeros(observation_space.shape, obs_dtype),
+                   actions=zeros(action_space.shape, np.int64 if discrete else np.float32),
+                   logprobs=zeros(), rewards=zeros(), terminations=zeros(), truncations=zeros(),
+                   values=zeros(), next_values=zeros())
+
+
+def finished_episodes(info: dict) -> list[tuple[int, float, int]]:
+    """(env index, raw return, length) of each episode that ended in this step, from the
+    RecordEpisodeStatistics wrapper; with SAME_STEP autoreset its info is under "final_info"."""
+    final = info.get("final_info", {})
+    if "episode" not in final:
+        return []
+    episode = final["episode"]
+    return [(int(i), float(episode["r"][i]), int(episode["l"][i]))
+            for i in np.flatnonzero(final["_episode"])]
+
+
+@torch.inference_mode()
+def collect_rollout(agent: Agent, envs: gym.vector.VectorEnv, obs: np.ndarray, rollout: Rollout,
+                    reward_scaler: RewardScaler | None, device: torch.device):
+    """Step all envs num_steps times with the current policy, from the observation `obs`. Returns
+    the observation to start the next rollout from and the (raw return, length) of every episode
+    that ended."""
+    finished = []
+    for t in range(len(rollout.rewards)):
+        # stored as the networks saw it (normalised with this step's statistics, where the agent
+        # normalises), so the update re-evaluates the policy on exactly the inputs that produced
+        # the stored log-probs
+        agent_obs = agent.normalize(torch.from_numpy(obs).to(device), update=True)
+        action, logprob, _, value = agent.get_action_and_value(agent_obs)
+        rollout.obs[t] = agent_obs.cpu().numpy()
+        rollout.actions[t] = action.cpu().numpy()
+        rollout.logprobs[t] = logprob.cpu().numpy()
+        rollout.values[t] = value.cpu().numpy()
+        obs, reward, terminated, truncated, info = envs.step(rollout.actions[t])
+        ended = terminated | truncated
+        rollout.rewards[t] = reward if reward_scaler is None else reward_scaler(reward, ended)
+        rollout.terminations[t] = terminated
+        rollout.truncations[t] = truncated
+        if ended.any():
+            # Truncation is not termination: bootstrap from V(final_obs), the observation the
+            # time limit cut off, which SAME_STEP autoreset keeps in info (obs is already a reset)
+            cut = truncated & ~terminated
+            if cut.any():
+                final_obs = torch.from_numpy(np.stack(info["final_obs"][cut])).to(device)
+                final_value = agent.get_value(agent.normalize(final_obs))
+                rollout.next_values[t, cut] = final_value.cpu().numpy()
+            finished += [(ret, length) for _, ret, length in finished_episodes(info)]
+
+    # V(obs[t+1]) for every step that did not end an episode; the last step bootstraps from
+    # the observation the next rollout will start from
+    last_value = agent.get_value(agent.normalize(torch.from_numpy(obs).to(device))).cpu().numpy()
+    ended = np.maximum(rollout.terminations, rollout.truncations).astype(bool)
+    following = np.concatenate([rollout.values[1:], last_value[None]])
+    rollout.next_values[:] = np.where(ended, rollout.next_values, following)
+    return obs, finished
+
+
+# =================================================================================================
+# Update: the losses, then epochs of minibatch gradient steps on them
+# =================================================================================================
+
 def normalize_advantages(advantages: torch.Tensor) -> torch.Tensor:
-    """Per-minibatch advantage normalisation (detail 7): keeps the loss scale steady across tasks."""
+    """Per-minibatch advantage normalisation (detail 7): keeps the loss scale steady across
+    tasks."""
     return (advantages - advantages.mean()) / (advantages.std() + 1e-8)
 
 
@@ -613,27 +673,12 @@ def value_loss(new_value: torch.Tensor, old_value: torch.Tensor, returns: torch.
     return 0.5 * torch.max(unclipped, (clipped_value - returns) ** 2).mean()
 
 
-def entropy_bonus(entropy: torch.Tensor, ent_coef: float) -> torch.Tensor:
-    """Loss term (to be minimised) that rewards entropy, so it is negative."""
-    return -ent_coef * entropy.mean()
-
-
 def approx_kl(logratio: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Two sample estimators of KL(pi_old || pi_new) from log(pi_new / pi_old) at actions drawn
     from pi_old (J. Schulman, "Approximating KL divergence", 2020): the naive mean of -logratio,
     unbiased but noisy and possibly negative, and mean((ratio - 1) - logratio), unbiased and
     never negative. Returns (old_approx_kl, approx_kl)."""
     return (-logratio).mean(), ((logratio.exp() - 1) - logratio).mean()
-
-
-def adapt_kl_beta(beta: float, kl: float, target_kl: float) -> float:
-    """The PPO paper's adaptive KL coefficient (section 4): double beta when the update moved the
-    policy more than 1.5x the target, halve it when less than target/1.5."""
-    if kl > 1.5 * target_kl:
-        return beta * 2.0
-    if kl < target_kl / 1.5:
-        return beta / 2.0
-    return beta
 
 
 def explained_variance(values: np.ndarray, returns: np.ndarray) -> float:
@@ -643,72 +688,9 @@ def explained_variance(values: np.ndarray, returns: np.ndarray) -> float:
     return float("nan") if var == 0 else float(1 - np.var(returns - values) / var)
 
 
-# ---------------------------------------------------------------------------------------------
-# The two phases of an iteration
-# ---------------------------------------------------------------------------------------------
-
-@dataclass
-class Rollout:
-    """One batch of experience, [num_steps, num_envs, ...], allocated once and refilled.
-    Frames stay uint8: 128 x 8 stacks of 4 x 84 x 84 are 29 MB, not 116 MB as float32."""
-    obs: np.ndarray
-    actions: np.ndarray
-    logprobs: np.ndarray
-    rewards: np.ndarray
-    terminations: np.ndarray
-    truncations: np.ndarray
-    values: np.ndarray
-    next_values: np.ndarray
-
-    @classmethod
-    def empty(cls, num_steps: int, num_envs: int, obs_shape: tuple[int, ...],
-              action_shape: tuple[int, ...] = ()) -> "Rollout":
-        """action_shape () holds discrete action indices, (d,) continuous actions in [0, 1]^d."""
-        def zeros(*shape, dtype=np.float32):
-            return np.zeros((num_steps, num_envs, *shape), dtype=dtype)
-        return cls(obs=zeros(*obs_shape, dtype=np.uint8),
-                   actions=zeros(*action_shape, dtype=np.float32 if action_shape else np.int64),
-                   logprobs=zeros(), rewards=zeros(), terminations=zeros(), truncations=zeros(),
-                   values=zeros(), next_values=zeros())
-
-
-@torch.inference_mode()
-def collect_rollout(agent: Agent, envs, obs: np.ndarray, rollout: Rollout, device: torch.device):
-    """Step all envs num_steps times with the current policy. Returns the observation to start
-    the next rollout from and the (return, length) of every episode that ended."""
-    finished = []
-    for t in range(rollout.rewards.shape[0]):
-        action, logprob, _, value = agent.get_action_and_value(torch.from_numpy(obs).to(device))
-        rollout.obs[t] = obs
-        rollout.actions[t] = action.cpu().numpy()
-        rollout.logprobs[t] = logprob.cpu().numpy()
-        rollout.values[t] = value.cpu().numpy()
-        obs, reward, terminated, truncated, info = envs.step(env_action(rollout.actions[t], envs.single_action_space))
-        rollout.rewards[t] = reward
-        rollout.terminations[t] = terminated
-        rollout.truncations[t] = truncated
-
-        ended = terminated | truncated
-        if ended.any():
-            # Truncation is not termination: bootstrap from V(final_obs), the observation the
-            # time limit (or cut-off) interrupted, which SAME_STEP autoreset keeps in info.
-            cut = truncated & ~terminated
-            if cut.any():
-                final_obs = torch.from_numpy(np.stack(info["final_obs"][cut]))
-                rollout.next_values[t, cut] = agent.get_value(final_obs.to(device)).cpu().numpy()
-            finished.extend((ret, length) for _, ret, length in finished_episodes(info))
-
-    # V(obs[t+1]) for every step that did not end an episode; the last step bootstraps from
-    # the observation the next rollout will start from.
-    last_value = agent.get_value(torch.from_numpy(obs).to(device)).cpu().numpy()
-    ended = np.maximum(rollout.terminations, rollout.truncations).astype(bool)
-    following = np.concatenate([rollout.values[1:], last_value[None]])
-    rollout.next_values[:] = np.where(ended, rollout.next_values, following)
-    return obs, finished
-
-
-def update(agent: Agent, optimizer: torch.optim.Optimizer, rollout: Rollout, advantages: np.ndarray,
-           returns: np.ndarray, args: Args, kl_beta: float, device: torch.device) -> dict:
+def update(agent: Agent, optimizer: torch.optim.Optimizer, rollout: Rollout,
+           advantages: np.ndarray, returns: np.ndarray, args: Args, kl_beta: float,
+           device: torch.device) -> dict:
     """Several epochs of minibatch gradient steps on the PPO loss. Returns statistics of the
     last epoch completed (the state the policy ends in)."""
     def flat(array):
@@ -720,21 +702,27 @@ def update(agent: Agent, optimizer: torch.optim.Optimizer, rollout: Rollout, adv
     params = list(agent.parameters())
     stop = False
     for epoch in range(args.update_epochs):
-        stats = {key: [] for key in ("policy_loss", "value_loss", "entropy", "old_approx_kl", "approx_kl", "clipfrac")}
+        stats = {key: [] for key in ("policy_loss", "value_loss", "entropy", "old_approx_kl",
+                                     "approx_kl", "clipfrac")}
         permutation = torch.randperm(args.batch_size, device=device)
         for start in range(0, args.batch_size, args.minibatch_size):
             mb = permutation[start:start + args.minibatch_size]
-            _, new_logprob, entropy, new_value = agent.get_action_and_value(b_obs[mb], b_actions[mb])
+            _, new_logprob, entropy, new_value = agent.get_action_and_value(b_obs[mb],
+                                                                            b_actions[mb])
             logratio = new_logprob - b_logprobs[mb]
             old_kl, kl = approx_kl(logratio)
 
-            mb_advantages = normalize_advantages(b_advantages[mb]) if args.norm_adv else b_advantages[mb]
+            mb_advantages = b_advantages[mb]
+            if args.norm_adv:
+                mb_advantages = normalize_advantages(mb_advantages)
             pg_loss = policy_loss(new_logprob, b_logprobs[mb], mb_advantages, clip)
             if args.kl_mode == "penalty":
                 # L^KLPEN (PPO paper eq. 8), with the non-negative estimator as the sample KL
                 pg_loss = pg_loss + kl_beta * kl
-            v_loss = value_loss(new_value, b_values[mb], b_returns[mb], args.clip_coef if args.clip_vloss else None)
-            loss = pg_loss + entropy_bonus(entropy, args.ent_coef) + args.vf_coef * v_loss
+            v_loss = value_loss(new_value, b_values[mb], b_returns[mb],
+                                args.clip_coef if args.clip_vloss else None)
+            # the entropy bonus is subtracted: minimising the loss raises the entropy (detail 10)
+            loss = pg_loss - args.ent_coef * entropy.mean() + args.vf_coef * v_loss
 
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -743,8 +731,9 @@ def update(agent: Agent, optimizer: torch.optim.Optimizer, rollout: Rollout, adv
 
             with torch.no_grad():
                 clipfrac = ((logratio.exp() - 1).abs() > args.clip_coef).float().mean()
-                for key, value in (("policy_loss", pg_loss), ("value_loss", v_loss), ("entropy", entropy.mean()),
-                                   ("old_approx_kl", old_kl), ("approx_kl", kl), ("clipfrac", clipfrac)):
+                for key, value in (("policy_loss", pg_loss), ("value_loss", v_loss),
+                                   ("entropy", entropy.mean()), ("old_approx_kl", old_kl),
+                                   ("approx_kl", kl), ("clipfrac", clipfrac)):
                     stats[key].append(value.detach())
             # early stop (OpenAI Spinning Up's PPO): the policy has moved far enough this update
             stop = args.kl_mode == "early-stop" and kl.item() > args.target_kl
@@ -760,125 +749,133 @@ def update(agent: Agent, optimizer: torch.optim.Optimizer, rollout: Rollout, adv
     return summary
 
 
-# ---------------------------------------------------------------------------------------------
-# Checkpoints and evaluation
-# ---------------------------------------------------------------------------------------------
+# =================================================================================================
+# Training: Algorithm 1 of the PPO paper
+# =================================================================================================
 
-def save_checkpoint(path: str, agent: Agent, args: Args, global_step: int) -> None:
-    """Weights plus plain-data metadata only, so `torch.load(weights_only=True)` can read it."""
-    # CPU tensors: a checkpoint trained with --cuda then opens with a plain torch.load anywhere
-    weights = {key: value.cpu() for key, value in agent.state_dict().items()}
-    torch.save({"format": "ppo_atari_carracing.py/1", "model": weights, "args": dataclasses.asdict(args),
-                "obs_shape": list(agent.obs_shape), "n_actions": agent.n_actions, "continuous": agent.continuous,
-                "global_step": global_step}, path)
+def train(args: Args) -> dict:
+    """PPO, as in Algorithm 1 of the paper: for each iteration, run the policy for T steps in each
+    of N envs, compute advantage estimates, then optimise the surrogate for K epochs of
+    minibatches. Returns the run's summary (see RunLog.finish)."""
+    validate_args(args)
+    check_env_id(args.env_id)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    update_threads = args.torch_threads or cores
+    device = pick_device(args)
+    seed_everything(args.seed, args.torch_deterministic)
+
+    envs = make_vector_env(args, args.num_envs)
+    obs_space, action_space = envs.single_observation_space, envs.single_action_space
+    continuous = isinstance(action_space, gym.spaces.Box)
+    n_actions = action_space.shape[0] if continuous else int(action_space.n)
+    agent = Agent(obs_space.shape, n_actions, continuous).to(device)
+    # eps 1e-5 as in openai/baselines (detail 3); the fused kernel does the whole step in one op
+    optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5, fused=True)
+    reward_scaler = RewardScaler(args.num_envs, args.gamma) if args.norm_reward else None
+    rollout = Rollout.empty(args.num_steps, args.num_envs, obs_space, action_space)
+    kl_beta = args.kl_beta
+
+    obs, _ = envs.reset(seed=args.seed)
+    with RunLog(args, agent, envs, entropy_floor(action_space)) as log:
+        for iteration in range(1, args.num_iterations + 1):
+            if args.anneal_lr:  # linearly towards 0 over training (detail 4)
+                lr = args.learning_rate * (1 - (iteration - 1) / args.num_iterations)
+                optimizer.param_groups[0]["lr"] = lr
+            # one thread while the env workers step: a thread pool that spins slows them down
+            torch.set_num_threads(1)
+            obs, finished = collect_rollout(agent, envs, obs, rollout, reward_scaler, device)
+            advantages, returns = compute_gae(rollout.rewards, rollout.values, rollout.next_values,
+                                              rollout.terminations, rollout.truncations,
+                                              args.gamma, args.gae_lambda)
+            torch.set_num_threads(update_threads)  # the env workers are idle until the next rollout
+            stats = update(agent, optimizer, rollout, advantages, returns, args, kl_beta, device)
+            if args.kl_mode == "penalty":
+                stats["kl_beta"] = kl_beta
+                kl_beta = adapt_kl_beta(kl_beta, stats["approx_kl"], args.target_kl)
+            log.iteration(iteration * args.batch_size, finished, stats,
+                          {"learning_rate": optimizer.param_groups[0]["lr"]})
+    envs.close()
+    return log.finish(device)
 
 
-def load_checkpoint(path: str, device: torch.device = torch.device("cpu")) -> tuple[Agent, Args, dict]:
-    """Load safely: weights_only=True refuses arbitrary pickled code from an untrusted file.
-    Returns the agent, the Args it was trained with (they say how to build its env) and the raw
-    checkpoint."""
-    if not os.path.isfile(path):
-        raise ConfigError(f"--eval-checkpoint: no such file {path!r}")
+# =================================================================================================
+# Plumbing: validation, checkpoints, evaluation, the run log, main. The algorithm ends above;
+# everything below is the same in ppo.py, ppo_continuous.py and ppo_atari_carracing.py except
+# validate_args and check_env_id (tests/test_shape.py holds them together).
+# =================================================================================================
+
+SCRIPT = os.path.basename(__file__)
+
+
+class ConfigError(ValueError):
+    """Bad user input: reported as one line, before anything is written."""
+
+
+def require(args: Args, names: tuple[str, ...], ok: Callable[[Any], bool], allowed: str) -> None:
+    """One line naming the first flag among `names` whose value is not `ok`, and what it allows."""
+    for name in names:
+        value = getattr(args, name)
+        if not ok(value):
+            raise ConfigError(f"--{name.replace('_', '-')} must be {allowed}, got {value}")
+
+
+def require_whole_batches(args: Args) -> None:
+    """The batch must split into minibatches and fit at least once into the training budget."""
+    if args.batch_size % args.num_minibatches:
+        raise ConfigError(f"--num-minibatches {args.num_minibatches} does not divide the batch of "
+                          f"num_envs * num_steps = {args.batch_size}")
+    if args.num_iterations == 0:
+        raise ConfigError(f"--total-timesteps {args.total_timesteps} is less than one batch "
+                          f"(num_envs * num_steps = {args.batch_size})")
+
+
+# the smallest frame the Nature CNN's three convolutions leave at least one pixel of
+MIN_FRAME_SIZE = 36
+
+
+def validate_args(args: Args) -> None:
+    """Fail fast, naming the flag, rather than deep inside torch or gymnasium."""
+    require(args, ("num_envs", "num_steps", "num_minibatches", "update_epochs", "total_timesteps",
+                   "eval_episodes", "frame_size", "frame_stack", "action_repeat"), lambda v: v > 0,
+            "a positive integer")
+    require(args, ("frame_size",), lambda v: v >= MIN_FRAME_SIZE,
+            f"at least {MIN_FRAME_SIZE} for the Nature CNN")
+    require(args, ("torch_threads",), lambda v: v >= 0, ">= 0 (0: one per core)")
+    require(args, ("negative_reward_cutoff",), lambda v: v >= 0, ">= 0 (0 turns it off)")
+    require(args, ("learning_rate", "clip_coef", "max_grad_norm", "target_kl", "kl_beta"),
+            lambda v: 0 < v < math.inf, "a positive number")
+    require(args, ("ent_coef", "vf_coef"), lambda v: v >= 0, ">= 0")
+    require(args, ("gamma", "gae_lambda"), lambda v: 0 <= v <= 1, "in [0, 1]")
+    if args.eval_checkpoint is None:
+        require_whole_batches(args)
+
+
+def check_env_id(env_id: str) -> None:
+    """An unknown id or a wrong kind of env is the most common mistake; say what to do."""
+    if is_atari(env_id):
+        register_atari()
     try:
-        checkpoint = torch.load(path, map_location=device, weights_only=True)
-        train_args = Args(**checkpoint["args"])
-        agent = Agent(tuple(checkpoint["obs_shape"]), checkpoint["n_actions"], checkpoint["continuous"])
-        agent.load_state_dict(checkpoint["model"])
-    except Exception as err:  # a truncated zip, a foreign pickle, missing keys: all mean "not ours"
-        raise ConfigError(f"--eval-checkpoint: {path!r} is not a readable ppo_atari_carracing.py checkpoint "
-                          f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})") from None
-    return agent.to(device), train_args, checkpoint
+        gym.spec(env_id)
+    except gym.error.Error as err:
+        raise ConfigError(f"--env-id: unknown environment {env_id!r} ({err})") from None
+    env = gym.make(env_id)
+    action_space, observation_space = env.action_space, env.observation_space
+    env.close()
+    shape = getattr(observation_space, "shape", None) or ()
+    if not (isinstance(observation_space, gym.spaces.Box) and len(shape) == 3 and shape[-1] == 3
+            and observation_space.dtype == np.uint8):
+        script = "ppo_continuous.py" if isinstance(action_space, gym.spaces.Box) else "ppo.py"
+        raise ConfigError(f"--env-id: {env_id} observations are {observation_space}, not RGB "
+                          f"frames; use {script} for vector observations")
+    if isinstance(action_space, gym.spaces.Box):
+        bounded = np.isfinite(action_space.low).all() and np.isfinite(action_space.high).all()
+        if len(action_space.shape) != 1 or not bounded:
+            raise ConfigError(f"--env-id: {env_id} has actions {action_space}; the Beta policy "
+                              f"needs a flat Box with finite bounds")
+    elif not isinstance(action_space, gym.spaces.Discrete):
+        raise ConfigError(f"--env-id: {env_id} has a {type(action_space).__name__} action space; "
+                          f"ppo_atari_carracing.py needs Discrete or Box")
 
-
-def write_video(path: str, frames: list[np.ndarray], fps: float = 30) -> None:
-    height, width = frames[0].shape[:2]
-    writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height))
-    for frame in frames:
-        writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
-    writer.release()
-
-
-def evaluate(agent: Agent, args: Args, episodes: int, greedy: bool, seed: int,
-             device: torch.device, video_path: str | None = None) -> np.ndarray:
-    """Unclipped return of `episodes` full episodes on the env without the training cut-off, on
-    at most num_envs envs (each is a process holding a renderer). Env i plays a fixed quota of
-    consecutive episodes, decided before any starts: counting whichever episodes finish first
-    would favour the short ones. Seeds differ from training's, so the agent is scored on tracks
-    (or games) it has not trained on. Atari keeps its life-loss episode ends, only so that FIRE
-    is pressed after each lost life; the score counted is the whole game's."""
-    n = min(episodes, args.num_envs)
-    envs = make_vector_env(args.env_id, n, args.async_envs, video_path, **env_options(args, training=False))
-    quota = [episodes // n + (i < episodes % n) for i in range(n)]
-    returns: list[list[float]] = [[] for _ in range(n)]
-    obs, _ = envs.reset(seed=seed)
-    while any(len(r) < q for r, q in zip(returns, quota)):
-        with torch.inference_mode():
-            action, _, _, _ = agent.get_action_and_value(torch.from_numpy(obs).to(device), greedy=greedy)
-        obs, _, _, _, info = envs.step(env_action(action.cpu().numpy(), envs.single_action_space))
-        for i, ret, _ in finished_episodes(info):
-            if len(returns[i]) < quota[i]:
-                returns[i].append(ret)
-    envs.close()  # waits for the workers, so a video written by one is complete
-    return np.array([ret for env_returns in returns for ret in env_returns])
-
-
-def evaluate_checkpoint(args: Args, device: torch.device) -> dict:
-    agent, train_args, _ = load_checkpoint(args.eval_checkpoint, device)
-    # the env as the agent was trained on it; how to run it (episodes, async, video) from the CLI
-    train_args = dataclasses.replace(train_args, async_envs=args.async_envs)
-    video = None
-    if args.capture_video:
-        video = os.path.join(os.path.dirname(os.path.abspath(args.eval_checkpoint)), "eval-greedy.mp4")
-    result = {"env_id": train_args.env_id, "checkpoint": args.eval_checkpoint}
-    for mode in ("greedy", "sampled"):
-        returns = evaluate(agent, train_args, args.eval_episodes, mode == "greedy", args.seed + 100_000,
-                           device, video if mode == "greedy" else None)
-        result[f"eval_{mode}_mean"], result[f"eval_{mode}_std"] = float(returns.mean()), float(returns.std())
-        print(f"{train_args.env_id} {mode:>7}: {returns.mean():.2f} +- {returns.std():.2f} over {len(returns)} episodes")
-    if video:
-        print(f"video of the first deterministic episode: {video}")
-    return result
-
-
-# ---------------------------------------------------------------------------------------------
-# Terminal display
-# ---------------------------------------------------------------------------------------------
-
-def entropy_floor(n_actions: int, continuous: bool) -> float:
-    """Entropy below which the policy has all but stopped exploring: 1% of the uniform policy's
-    for categorical actions; for Beta actions, per dimension the differential entropy of a bell
-    of std 0.01 (1% of the range), 0.5 * log(2 pi e 0.01^2)."""
-    if continuous:
-        return n_actions * 0.5 * math.log(2 * math.pi * math.e * 0.01 ** 2)
-    return 0.01 * math.log(n_actions)
-
-
-def health_warnings(stats: dict, negative_ev_streak: int, min_entropy: float) -> dict[str, str]:
-    """Symptoms of a run going wrong, against typical healthy PPO ranges (approx KL ~0.001-0.03,
-    clip fraction ~0.05-0.3). Keys name the kind of symptom, so each kind is reported once."""
-    found = {}
-    if stats["approx_kl"] > 0.1:
-        found["kl"] = f"approx KL {stats['approx_kl']:.3f} is far above normal (< 0.03): lower the learning rate or use --kl-mode early-stop"
-    if stats["clipfrac"] > 0.4:
-        found["clipfrac"] = f"clip fraction {stats['clipfrac']:.2f} is far above normal (< 0.3): the policy moves too far per update"
-    if stats["entropy"] < min_entropy:
-        found["entropy"] = f"policy entropy {stats['entropy']:.4f} has collapsed: exploration has stopped"
-    if negative_ev_streak >= 10:
-        found["ev"] = f"explained variance negative for {negative_ev_streak} updates: the critic is not learning"
-    return found
-
-
-def format_progress(step: int, total: int, sps: float, recent_return: float | None, elapsed: float) -> str:
-    left = (total - step) / sps if sps > 0 else float("inf")
-    ret = "   n/a" if recent_return is None else f"{recent_return:8.2f}"
-    eta = time.strftime("%H:%M:%S", time.gmtime(left)) if math.isfinite(left) else "--:--:--"
-    return (f"step {step:>10,}/{total:,} ({100 * step / total:5.1f}%) | {sps:7,.0f} SPS | "
-            f"return(last 20) {ret} | elapsed {time.strftime('%H:%M:%S', time.gmtime(elapsed))} | left {eta}")
-
-
-# ---------------------------------------------------------------------------------------------
-# Training
-# ---------------------------------------------------------------------------------------------
 
 def pick_device(args: Args) -> torch.device:
     if args.cuda and not torch.cuda.is_available():
@@ -893,132 +890,267 @@ def seed_everything(seed: int, torch_deterministic: bool) -> None:
     torch.backends.cudnn.deterministic = torch_deterministic
 
 
-def train(args: Args) -> dict:
-    """PPO, as in Algorithm 1 of the paper: for each iteration, run the policy for T steps in N
-    envs, compute advantages, then optimise the surrogate for K epochs of minibatches."""
-    from torch.utils.tensorboard import SummaryWriter  # slow import, only needed to train
+def ignore_ctrl_c_in_worker(creator: int) -> None:
+    """Called in each env thunk. In an async env worker (a process other than the one that made
+    the thunk) Ctrl-C from a terminal arrives too, but it is meant for the trainer, which saves
+    its checkpoint and then ends the workers."""
+    if os.getpid() != creator:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
-    validate_args(args)
-    check_env_id(args.env_id)
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    update_threads = args.torch_threads or cores
-    device = pick_device(args)
-    seed_everything(args.seed, args.torch_deterministic)
 
-    envs = make_vector_env(args.env_id, args.num_envs, args.async_envs, **env_options(args, training=True))
-    obs_shape = envs.single_observation_space.shape
-    action_space = envs.single_action_space
-    continuous = isinstance(action_space, gym.spaces.Box)
-    n_actions = action_space.shape[0] if continuous else int(action_space.n)
-    agent = Agent(obs_shape, n_actions, continuous).to(device)
-    # eps 1e-5 as in openai/baselines (detail 3); the fused kernel does the whole step in one op
-    optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5, fused=True)
+def save_checkpoint(path: str, agent: Agent, args: Args, global_step: int) -> None:
+    """Weights (normaliser statistics included), the agent's constructor arguments and the run's
+    Args, all plain data, so `torch.load(weights_only=True)` can read it."""
+    # CPU tensors: a checkpoint trained with --cuda then opens with a plain torch.load anywhere
+    weights = {key: value.cpu() for key, value in agent.state_dict().items()}
+    torch.save({"format": f"{SCRIPT}/2", "model": weights, "agent": agent.config,
+                "args": dataclasses.asdict(args), "global_step": global_step}, path)
 
-    run_name = f"{args.env_id.replace('/', '-')}__{args.exp_name}__{args.seed}__{int(time.time())}"
-    run_path = os.path.join(args.run_dir, run_name)
-    writer = SummaryWriter(run_path)
-    writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(
-        f"|{key}|{value}|" for key, value in dataclasses.asdict(args).items()))
-    checkpoint_path = os.path.join(run_path, "agent.pt")
 
-    rollout = Rollout.empty(args.num_steps, args.num_envs, obs_shape, (n_actions,) if continuous else ())
-    episodes: list[tuple[int, float, int]] = []  # (global step, unclipped return, length)
-    threshold = gym.spec(args.env_id).reward_threshold  # CarRacing: 900; a vector env has no spec of its own
-    steps_to_threshold = None
-    kl_beta, negative_ev_streak, shown_warnings = args.kl_beta, 0, set()
-    min_entropy = entropy_floor(n_actions, continuous)
-    interactive = sys.stdout.isatty()
-    global_step, start, last_print = 0, time.time(), 0.0
-
-    obs, _ = envs.reset(seed=args.seed)
+def load_checkpoint(path: str, device: torch.device = torch.device("cpu")) -> tuple[Agent, Args]:
+    """Load safely: weights_only=True refuses arbitrary pickled code from an untrusted file.
+    Returns the agent and the Args it was trained with (they say how to build its env)."""
+    if not os.path.isfile(path):
+        raise ConfigError(f"--eval-checkpoint: no such file {path!r}")
     try:
-        for iteration in range(1, args.num_iterations + 1):
-            if args.anneal_lr:
-                optimizer.param_groups[0]["lr"] = args.learning_rate * (1.0 - (iteration - 1.0) / args.num_iterations)
+        checkpoint = torch.load(path, map_location=device, weights_only=True)
+        train_args = Args(**checkpoint["args"])
+        agent = Agent(**checkpoint["agent"])
+        agent.load_state_dict(checkpoint["model"])
+    except Exception as err:  # a truncated zip, a foreign pickle, missing keys: all mean "not ours"
+        cause = str(err).splitlines()[0] if str(err) else ""
+        raise ConfigError(f"--eval-checkpoint: {path!r} is not a readable {SCRIPT} checkpoint "
+                          f"({type(err).__name__}: {cause})") from None
+    return agent.to(device), train_args
 
-            torch.set_num_threads(1)
-            obs, finished = collect_rollout(agent, envs, obs, rollout, device)
-            global_step += args.batch_size
-            for ep_return, ep_length in finished:
-                episodes.append((global_step, ep_return, ep_length))
-                writer.add_scalar("charts/episodic_return", ep_return, global_step)
-                writer.add_scalar("charts/episodic_length", ep_length, global_step)
-            recent = float(np.mean([r for _, r, _ in episodes[-20:]])) if episodes else None
-            if steps_to_threshold is None and threshold is not None and len(episodes) >= 20 and recent >= threshold:
-                steps_to_threshold = global_step
 
-            advantages, returns = compute_gae(rollout.rewards, rollout.values, rollout.next_values,
-                                              rollout.terminations, rollout.truncations,
-                                              args.gamma, args.gae_lambda)
-            torch.set_num_threads(update_threads)  # the env workers are idle until the next rollout
-            stats = update(agent, optimizer, rollout, advantages, returns, args, kl_beta, device)
-            if args.kl_mode == "penalty":
-                writer.add_scalar("losses/kl_beta", kl_beta, global_step)
-                kl_beta = adapt_kl_beta(kl_beta, stats["approx_kl"], args.target_kl)
+def write_video(path: str, frames: list[np.ndarray], fps: float) -> None:
+    import cv2  # only needed for --capture-video
+    height, width = frames[0].shape[:2]
+    writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height))
+    for frame in frames:
+        writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    writer.release()
 
-            sps = global_step / (time.time() - start)
-            writer.add_scalar("charts/SPS", sps, global_step)
-            writer.add_scalar("charts/learning_rate", optimizer.param_groups[0]["lr"], global_step)
-            for key, value in stats.items():
-                writer.add_scalar(f"losses/{key}", value, global_step)
 
-            negative_ev_streak = negative_ev_streak + 1 if stats["explained_variance"] < 0 else 0
-            warnings = health_warnings(stats, negative_ev_streak, min_entropy)
-            for key in warnings.keys() - shown_warnings:  # each kind once per run: TensorBoard has the rest
-                print(("\n" if interactive else "") + f"warning (step {global_step:,}): {warnings[key]}", file=sys.stderr)
-            shown_warnings |= set(warnings)
+class RecordFirstEpisode(gym.Wrapper):
+    """Records the env's rendered frames until its first episode ends, then writes them as an mp4.
+    It runs inside the env's own process, so the video also works with async envs."""
 
-            now = time.time()
-            if interactive or now - last_print > 10 or iteration == args.num_iterations:
-                line = format_progress(global_step, args.total_timesteps, sps, recent, now - start)
-                print("\r" + line if interactive else line, end="" if interactive else "\n", flush=True)
-                last_print = now
-    except KeyboardInterrupt:
-        save_checkpoint(checkpoint_path, agent, args, global_step)
-        print(f"\ninterrupted at step {global_step:,}; checkpoint saved to {checkpoint_path}", file=sys.stderr)
-        writer.close()
-        # the env workers ignore Ctrl-C (see make_env) but may be mid-step: end them, don't wait
-        envs.close(terminate=True)
-        raise
-    if interactive:
-        print()
-    envs.close()
-    torch.set_num_threads(1)  # evaluation steps envs too
-    sps = global_step / (time.time() - start)
-    save_checkpoint(checkpoint_path, agent, args, global_step)
+    def __init__(self, env: gym.Env, path: str, fps: float):
+        super().__init__(env)
+        self.path, self.fps, self.frames, self.done = path, fps, [], False
 
-    summary = {"env_id": args.env_id, "seed": args.seed, "run_dir": run_path, "checkpoint": checkpoint_path,
-               "global_step": global_step, "sps": sps, "steps_to_threshold": steps_to_threshold,
-               "reward_threshold": threshold, "episodes": episodes}
+    def reset(self, **kwargs):
+        result = self.env.reset(**kwargs)
+        if not self.done:
+            self.frames = [self.env.render()]
+        return result
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        if not self.done:
+            self.frames.append(self.env.render())
+            if terminated or truncated:
+                write_video(self.path, self.frames, self.fps)
+                self.done, self.frames = True, []
+        return obs, reward, terminated, truncated, info
+
+
+def evaluate(agent: Agent, args: Args, episodes: int, greedy: bool, seed: int,
+             device: torch.device, video_path: str | None = None) -> np.ndarray:
+    """Raw return of `episodes` whole episodes on the env without its training-only wrappers,
+    the observation statistics frozen. Each env plays a quota of consecutive episodes fixed
+    before any starts (counting whichever finish first would favour the short ones): in-process
+    envs are cheap, one per episode; an async env is a process, so at most num_envs of them.
+    Seeds differ from training's, so the agent is scored on episodes it has not trained on."""
+    n = min(episodes, args.num_envs) if args.async_envs else episodes
+    envs = make_vector_env(args, n, training=False, video_path=video_path)
+    quota = [episodes // n + (i < episodes % n) for i in range(n)]
+    returns: list[list[float]] = [[] for _ in range(n)]
+    obs, _ = envs.reset(seed=seed)
+    while any(len(r) < q for r, q in zip(returns, quota)):
+        with torch.inference_mode():
+            agent_obs = agent.normalize(torch.from_numpy(obs).to(device))
+            action, _, _, _ = agent.get_action_and_value(agent_obs, greedy=greedy)
+        obs, _, _, _, info = envs.step(action.cpu().numpy())
+        for i, ret, _ in finished_episodes(info):
+            if len(returns[i]) < quota[i]:
+                returns[i].append(ret)
+    envs.close()  # waits for the workers, so a video written by one is complete
+    return np.array([ret for env_returns in returns for ret in env_returns])
+
+
+def evaluate_checkpoint(args: Args) -> dict:
+    """--eval-checkpoint: the saved agent, greedy and sampled, on the env it was trained on."""
+    validate_args(args)
+    torch.set_num_threads(1)  # evaluation's forward passes are small, as at the end of training
+    device = pick_device(args)
+    agent, train_args = load_checkpoint(args.eval_checkpoint, device)
+    check_env_id(train_args.env_id)
+    # the env as the agent was trained on it; how to run it (async or not) from the command line
+    train_args = dataclasses.replace(train_args, async_envs=args.async_envs)
+    video = None
+    if args.capture_video:
+        video = os.path.join(os.path.dirname(os.path.abspath(args.eval_checkpoint)),
+                             "eval-greedy.mp4")
+    result = {"env_id": train_args.env_id, "checkpoint": args.eval_checkpoint}
     for mode in ("greedy", "sampled"):
-        video = os.path.join(run_path, "eval-greedy.mp4") if args.capture_video and mode == "greedy" else None
-        eval_returns = evaluate(agent, args, args.eval_episodes, mode == "greedy", args.seed + 100_000, device, video)
-        summary[f"eval_{mode}_mean"], summary[f"eval_{mode}_std"] = float(eval_returns.mean()), float(eval_returns.std())
-        writer.add_scalar(f"eval/{mode}_return", eval_returns.mean(), global_step)
-    writer.close()
-    with open(os.path.join(run_path, "summary.json"), "w") as f:
-        json.dump(summary, f)
-    print(f"{args.env_id}: {global_step:,} steps ({global_step * args.action_repeat:,} frames) at {sps:,.0f} SPS; "
-          f"evaluation over {args.eval_episodes} episodes: "
-          f"deterministic {summary['eval_greedy_mean']:.2f} +- {summary['eval_greedy_std']:.2f}, "
-          f"sampled {summary['eval_sampled_mean']:.2f} +- {summary['eval_sampled_std']:.2f}; "
-          f"checkpoint {checkpoint_path}")
-    return summary
+        returns = evaluate(agent, train_args, args.eval_episodes, mode == "greedy",
+                           args.seed + 100_000, device, video if mode == "greedy" else None)
+        result[f"eval_{mode}_mean"] = float(returns.mean())
+        result[f"eval_{mode}_std"] = float(returns.std())
+        print(f"{train_args.env_id} {mode:>7}: {returns.mean():.2f} +- {returns.std():.2f} "
+              f"over {len(returns)} episodes")
+    if video:
+        print(f"video of the first greedy episode: {video}")
+    return result
+
+
+def health_warnings(stats: dict, negative_ev_streak: int, min_entropy: float) -> dict[str, str]:
+    """Symptoms of a run going wrong, against typical healthy PPO ranges (approx KL ~0.001-0.03,
+    clip fraction ~0.05-0.3). Keys name the kind of symptom, so each kind is reported once."""
+    found = {}
+    if stats["approx_kl"] > 0.1:
+        found["kl"] = (f"approx KL {stats['approx_kl']:.3f} is far above normal (< 0.03): "
+                       f"lower the learning rate or use --kl-mode early-stop")
+    if stats["clipfrac"] > 0.4:
+        found["clipfrac"] = (f"clip fraction {stats['clipfrac']:.2f} is far above normal (< 0.3): "
+                             f"the policy moves too far per update")
+    if stats["entropy"] < min_entropy:
+        found["entropy"] = (f"policy entropy {stats['entropy']:.4f} has collapsed: "
+                            f"exploration has stopped")
+    if negative_ev_streak >= 10:
+        found["ev"] = (f"explained variance negative for {negative_ev_streak} updates: "
+                       f"the critic is not learning")
+    return found
+
+
+def format_progress(step: int, total: int, sps: float, recent_return: float | None,
+                    elapsed: float) -> str:
+    left = (total - step) / sps if sps > 0 else float("inf")
+    ret = "   n/a" if recent_return is None else f"{recent_return:8.2f}"
+    eta = time.strftime("%H:%M:%S", time.gmtime(left)) if math.isfinite(left) else "--:--:--"
+    return (f"step {step:>10,}/{total:,} ({100 * step / total:5.1f}%) | {sps:7,.0f} SPS | "
+            f"return(last 20) {ret} | elapsed {time.strftime('%H:%M:%S', time.gmtime(elapsed))} "
+            f"| left {eta}")
+
+
+class RunLog:
+    """Everything a training run reports, in one place: its folder
+    runs/<env>__<exp>__<seed>__<time>, TensorBoard, the episodes' statistics and the step at which
+    they reached the env's "solved" level, the progress line, health warnings, and at the end the
+    checkpoint, the final evaluation and summary.json. Used as a context manager, it saves the
+    checkpoint when Ctrl-C stops a run."""
+
+    def __init__(self, args: Args, agent: Agent, envs: gym.vector.VectorEnv, min_entropy: float):
+        from torch.utils.tensorboard import SummaryWriter  # slow import, only needed to train
+        self.args, self.agent, self.envs, self.min_entropy = args, agent, envs, min_entropy
+        name = f"{args.env_id.replace('/', '-')}__{args.exp_name}__{args.seed}__{int(time.time())}"
+        self.run_path = os.path.join(args.run_dir, name)
+        self.checkpoint_path = os.path.join(self.run_path, "agent.pt")
+        self.writer = SummaryWriter(self.run_path)
+        self.writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(
+            f"|{key}|{value}|" for key, value in dataclasses.asdict(args).items()))
+        self.episodes: list[tuple[int, float, int]] = []  # (global step, raw return, length)
+        self.threshold = gym.spec(args.env_id).reward_threshold  # the env's "solved" level
+        self.steps_to_threshold = None
+        self.global_step, self.negative_ev_streak, self.shown = 0, 0, set()
+        self.interactive = sys.stdout.isatty()
+        self.start, self.last_print = time.time(), 0.0
+
+    def __enter__(self) -> RunLog:
+        return self
+
+    def __exit__(self, kind, error, traceback) -> bool:
+        if kind is KeyboardInterrupt:
+            save_checkpoint(self.checkpoint_path, self.agent, self.args, self.global_step)
+            print(f"\ninterrupted at step {self.global_step:,}; checkpoint saved to "
+                  f"{self.checkpoint_path}", file=sys.stderr)
+            self.writer.close()
+            # the env workers ignore Ctrl-C (ignore_ctrl_c_in_worker) but may be mid-step:
+            # end them rather than wait
+            self.envs.close(terminate=True)
+        return False
+
+    def iteration(self, global_step: int, finished: list[tuple[float, int]], stats: dict,
+                  charts: dict) -> None:
+        """Once per iteration, after the update: the episodes that ended in its rollout, the
+        update's statistics (TensorBoard's losses/) and other curves (charts/)."""
+        self.global_step = global_step
+        for ret, length in finished:
+            self.episodes.append((global_step, ret, length))
+            self.writer.add_scalar("charts/episodic_return", ret, global_step)
+            self.writer.add_scalar("charts/episodic_length", length, global_step)
+        recent = float(np.mean([r for _, r, _ in self.episodes[-20:]])) if self.episodes else None
+        if (self.steps_to_threshold is None and self.threshold is not None
+                and len(self.episodes) >= 20 and recent >= self.threshold):
+            self.steps_to_threshold = global_step
+
+        now = time.time()
+        sps = global_step / (now - self.start)
+        for key, value in {"SPS": sps, **charts}.items():
+            self.writer.add_scalar(f"charts/{key}", value, global_step)
+        for key, value in stats.items():
+            self.writer.add_scalar(f"losses/{key}", value, global_step)
+
+        negative_ev = stats["explained_variance"] < 0
+        self.negative_ev_streak = self.negative_ev_streak + 1 if negative_ev else 0
+        warnings = health_warnings(stats, self.negative_ev_streak, self.min_entropy)
+        for key in warnings.keys() - self.shown:  # each kind once per run: TensorBoard has the rest
+            print(("\n" if self.interactive else "") + f"warning (step {global_step:,}): "
+                  f"{warnings[key]}", file=sys.stderr)
+        self.shown |= set(warnings)
+
+        last = global_step == self.args.num_iterations * self.args.batch_size
+        if self.interactive or now - self.last_print > 10 or last:
+            line = format_progress(global_step, self.args.total_timesteps, sps, recent,
+                                   now - self.start)
+            print("\r" + line if self.interactive else line, end="" if self.interactive else "\n",
+                  flush=True)
+            self.last_print = now
+
+    def finish(self, device: torch.device) -> dict:
+        """After the last iteration: the checkpoint, the final evaluation (greedy and sampled),
+        summary.json and one line on the terminal. Returns the summary."""
+        if self.interactive:
+            print()
+        args, sps = self.args, self.global_step / (time.time() - self.start)
+        save_checkpoint(self.checkpoint_path, self.agent, args, self.global_step)
+        summary = {"env_id": args.env_id, "seed": args.seed, "run_dir": self.run_path,
+                   "checkpoint": self.checkpoint_path, "global_step": self.global_step, "sps": sps,
+                   "steps_to_threshold": self.steps_to_threshold,
+                   "reward_threshold": self.threshold, "episodes": self.episodes}
+        torch.set_num_threads(1)  # evaluation's forward passes are small, as in evaluate_checkpoint
+        for mode in ("greedy", "sampled"):
+            video = None
+            if args.capture_video and mode == "greedy":
+                video = os.path.join(self.run_path, "eval-greedy.mp4")
+            returns = evaluate(self.agent, args, args.eval_episodes, mode == "greedy",
+                               args.seed + 100_000, device, video)
+            summary[f"eval_{mode}_mean"] = float(returns.mean())
+            summary[f"eval_{mode}_std"] = float(returns.std())
+            self.writer.add_scalar(f"eval/{mode}_return", returns.mean(), self.global_step)
+        self.writer.close()
+        with open(os.path.join(self.run_path, "summary.json"), "w") as f:
+            json.dump(summary, f)
+        print(f"{args.env_id}: {self.global_step:,} steps at {sps:,.0f} SPS; evaluation over "
+              f"{args.eval_episodes} episodes: greedy {summary['eval_greedy_mean']:.2f} "
+              f"+- {summary['eval_greedy_std']:.2f}, sampled {summary['eval_sampled_mean']:.2f} "
+              f"+- {summary['eval_sampled_std']:.2f}; checkpoint {self.checkpoint_path}")
+        return summary
 
 
 def main(args: Args) -> dict:
-    """Train, or with --eval-checkpoint only evaluate a saved agent."""
-    if args.eval_checkpoint is None:
-        return train(args)
-    validate_args(args)
-    torch.set_num_threads(1)  # the forward passes of evaluation are small
-    return evaluate_checkpoint(args, pick_device(args))
+    """Train, or with --eval-checkpoint evaluate a saved agent. Bad input ends the process with
+    one line naming the flag; Ctrl-C with status 130, once the checkpoint is saved."""
+    try:
+        return train(args) if args.eval_checkpoint is None else evaluate_checkpoint(args)
+    except ConfigError as err:
+        raise SystemExit(f"{SCRIPT}: error: {err}") from None
+    except KeyboardInterrupt:
+        raise SystemExit(130) from None
 
 
 if __name__ == "__main__":
-    try:
-        main(tyro.cli(Args))
-    except ConfigError as err:  # bad input: one line naming the flag, no traceback
-        raise SystemExit(f"ppo_atari_carracing.py: error: {err}")
-    except KeyboardInterrupt:  # the checkpoint was saved by train
-        raise SystemExit(130)
+    main(tyro.cli(Args))

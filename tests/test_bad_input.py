@@ -1,6 +1,8 @@
 """Bad input, for every script: a non-zero exit, one line on stderr that names the flag and what is
 allowed (no traceback), and nothing written. Each expected message is the start of that line after
-"<script>: error: "; "..." stands for a part the test does not pin (an observation space's bounds)."""
+"<script>: error: "; "..." stands for a part the test does not pin (an observation space's bounds).
+"""
+
 import importlib.util
 import os
 import re
@@ -14,7 +16,10 @@ from conftest import ROOT
 BAD_INPUTS = {
     "ppo.py": [
         (["--env-id", "NoSuchEnv-v0"], "--env-id: unknown environment"),
-        (["--env-id", "Pendulum-v1"], "--env-id: Pendulum-v1 has continuous actions (Box); use ppo_continuous.py"),
+        (
+            ["--env-id", "Pendulum-v1"],
+            "--env-id: Pendulum-v1 has continuous actions (Box); use ppo_continuous.py",
+        ),
         (["--num-minibatches", "3"], "--num-minibatches 3 does not divide the batch"),
         (["--num-envs", "0"], "--num-envs must be a positive integer"),
         (["--learning-rate", "-1"], "--learning-rate must be a positive number"),
@@ -24,22 +29,34 @@ BAD_INPUTS = {
     ],
     "ppo_continuous.py": [
         (["--env-id", "NoSuchEnv-v0"], "--env-id: unknown environment"),
-        (["--env-id", "CartPole-v1"], "--env-id: CartPole-v1 has discrete actions (Discrete); use ppo.py"),
+        (
+            ["--env-id", "CartPole-v1"],
+            "--env-id: CartPole-v1 has discrete actions (Discrete); use ppo.py",
+        ),
         (["--num-minibatches", "3"], "--num-minibatches 3 does not divide the batch"),
         (["--num-envs", "0"], "--num-envs must be a positive integer"),
         (["--learning-rate", "-1"], "--learning-rate must be a positive number"),
         (["--total-timesteps", "100"], "--total-timesteps 100 is less than one batch"),
         (["--gae-lambda", "1.5"], "--gae-lambda must be in [0, 1]"),
         (["--init-action-std", "0"], "--init-action-std must be a positive number"),
-        (["--final-action-std", "2"], "--final-action-std must be a positive number no larger than --init-action-std"),
+        (
+            ["--final-action-std", "2"],
+            "--final-action-std must be a positive number no larger than --init-action-std",
+        ),
         (["--eval-checkpoint", "missing.pt"], "--eval-checkpoint: no such file"),
     ],
     "ppo_atari_carracing.py": [
         (["--env-id", "NoSuchEnv-v0"], "--env-id: unknown environment"),
-        (["--env-id", "CartPole-v1"],
-         "--env-id: CartPole-v1 observations are ..., not RGB frames; use ppo.py for vector observations"),
-        (["--env-id", "Pendulum-v1"],
-         "--env-id: Pendulum-v1 observations are ..., not RGB frames; use ppo_continuous.py for vector observations"),
+        (
+            ["--env-id", "CartPole-v1"],
+            "--env-id: CartPole-v1 observations are ..., not RGB frames; use ppo.py for vector "
+            "observations",
+        ),
+        (
+            ["--env-id", "Pendulum-v1"],
+            "--env-id: Pendulum-v1 observations are ..., not RGB frames; use ppo_continuous.py for "
+            "vector observations",
+        ),
         (["--frame-size", "20"], "--frame-size must be at least 36 for the Nature CNN, got 20"),
         (["--num-minibatches", "3"], "--num-minibatches 3 does not divide the batch"),
         (["--negative-reward-cutoff", "-1"], "--negative-reward-cutoff must be >= 0"),
@@ -47,9 +64,15 @@ BAD_INPUTS = {
         (["--eval-checkpoint", "missing.pt"], "--eval-checkpoint: no such file"),
     ],
 }
-if importlib.util.find_spec("mujoco") is None:  # the MuJoCo tasks are registered even without MuJoCo
+if (
+    importlib.util.find_spec("mujoco") is None
+):  # the MuJoCo tasks are registered even without MuJoCo
     BAD_INPUTS["ppo_continuous.py"].append(
-        (["--env-id", "HalfCheetah-v5"], "--env-id: cannot create HalfCheetah-v5: MuJoCo is not installed"))
+        (
+            ["--env-id", "HalfCheetah-v5"],
+            "--env-id: cannot create HalfCheetah-v5: MuJoCo is not installed",
+        )
+    )
 
 CASES = [(script, argv, message) for script, cases in BAD_INPUTS.items() for argv, message in cases]
 

@@ -1,7 +1,12 @@
-"""ppo.py run end to end on a tiny budget: artefacts, checkpoint evaluation, determinism, the KL
-options, reward scaling, and Ctrl-C (for ppo_continuous.py too). Bad input: test_bad_input.py."""
+"""Every script end to end on a tiny budget, one test per behaviour, parametrised over the scripts
+(`script` runs each test once per script; conftest.TINY holds each one's tiny run): the run's
+folder, metrics and checkpoint, the checkpoint's evaluation, determinism, the KL options, the
+sign of the entropy bonus, reward scaling, async envs and video, checkpoints that are not the
+script's, the command line with --cuda, and Ctrl-C. Bad input: test_bad_input.py."""
+import dataclasses
 import glob
 import importlib
+import json
 import os
 import signal
 import subprocess
@@ -11,144 +16,290 @@ import numpy as np
 import pytest
 import torch
 
-import ppo
-from conftest import ROOT
+from conftest import ROOT, SCRIPTS, TINY, tiny
 
-TINY = dict(total_timesteps=2 * 4 * 32, num_steps=32, eval_episodes=2)
-
-
-def test_training_writes_events_checkpoint_and_the_checkpoint_evaluates(tmp_path):
-    summary = ppo.train(ppo.Args(run_dir=str(tmp_path), **TINY))
-    assert glob.glob(os.path.join(summary["run_dir"], "events.out.tfevents.*"))
-    assert os.path.isfile(os.path.join(summary["run_dir"], "summary.json"))
-    assert summary["global_step"] == 256
-    result = ppo.main(ppo.Args(eval_checkpoint=summary["checkpoint"], eval_episodes=3))
-    assert result["env_id"] == "CartPole-v1"
-    for mode in ("greedy", "sampled"):
-        assert np.isfinite(result[f"eval_{mode}_mean"]) and result[f"eval_{mode}_mean"] >= 8  # CartPole lasts >= 8 steps
+CPU = torch.device("cpu")
 
 
-def test_tensorboard_has_the_documented_metrics(tmp_path):
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-    summary = ppo.train(ppo.Args(run_dir=str(tmp_path), kl_mode="penalty", **TINY))
-    tags = set(EventAccumulator(summary["run_dir"]).Reload().Tags()["scalars"])
-    expected = {"charts/episodic_return", "charts/episodic_length", "charts/SPS", "charts/learning_rate",
-                "losses/policy_loss", "losses/value_loss", "losses/entropy", "losses/approx_kl",
-                "losses/old_approx_kl", "losses/clipfrac", "losses/explained_variance", "losses/kl_beta"}
-    assert expected <= tags
+def small_agent(script):
+    """An untrained agent for each script's tiny env."""
+    return {"ppo": lambda: script.Agent(4, 2),
+            "ppo_continuous": lambda: script.Agent(3, 1),
+            "ppo_atari_carracing": lambda: script.Agent((2, 36, 36), 2, False)}[script.__name__]()
+
+
+def agent_for(script, envs):
+    """An untrained agent for these envs."""
+    obs_space, action_space = envs.single_observation_space, envs.single_action_space
+    if script.__name__ == "ppo":
+        return script.Agent(obs_space.shape[0], int(action_space.n))
+    if script.__name__ == "ppo_continuous":
+        return script.Agent(obs_space.shape[0], action_space.shape[0])
+    return script.Agent(obs_space.shape, int(action_space.n), False)
+
+
+# the layer whose outputs parametrise each script's policy
+POLICY_HEAD = {
+    "ppo": lambda agent: agent.actor[-1],
+    "ppo_continuous": lambda agent: agent.actor_mean[-1],
+    "ppo_atari_carracing": lambda agent: agent.actor,
+}
 
 
 def state(path):
     return torch.load(path, weights_only=True)["model"]
 
 
-def test_same_seed_same_result_different_seed_different(tmp_path):
-    a = ppo.train(ppo.Args(run_dir=str(tmp_path / "a"), **TINY))
-    b = ppo.train(ppo.Args(run_dir=str(tmp_path / "b"), **TINY))
-    c = ppo.train(ppo.Args(run_dir=str(tmp_path / "c"), seed=2, **TINY))
+# --- a run's artefacts ----------------------------------------------------------------------------
+
+SUMMARY_KEYS = {
+    "env_id",
+    "seed",
+    "run_dir",
+    "checkpoint",
+    "global_step",
+    "sps",
+    "steps_to_threshold",
+    "reward_threshold",
+    "episodes",
+    "eval_greedy_mean",
+    "eval_greedy_std",
+    "eval_sampled_mean",
+    "eval_sampled_std",
+}
+TAGS = {"charts/episodic_return", "charts/episodic_length", "charts/SPS", "charts/learning_rate",
+        "losses/policy_loss", "losses/value_loss", "losses/entropy", "losses/approx_kl",
+        "losses/old_approx_kl", "losses/clipfrac", "losses/explained_variance", "losses/kl_beta",
+        "eval/greedy_return", "eval/sampled_return"}
+SCRIPT_TAGS = {"ppo": set(), "ppo_continuous": {"charts/action_std"}, "ppo_atari_carracing": set()}
+
+
+def test_a_run_writes_its_folder_and_metrics_and_its_checkpoint_evaluates(tmp_path, script):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    args = tiny(script, run_dir=str(tmp_path), kl_mode="penalty")
+    summary = script.train(args)
+    assert set(summary) == SUMMARY_KEYS and summary["global_step"] == args.total_timesteps
+    assert summary["run_dir"].startswith(str(tmp_path)) and summary["episodes"]
+    with open(os.path.join(summary["run_dir"], "summary.json")) as f:
+        assert json.load(f)["eval_greedy_mean"] == summary["eval_greedy_mean"]
+    tags = set(EventAccumulator(summary["run_dir"]).Reload().Tags()["scalars"])
+    assert TAGS | SCRIPT_TAGS[script.__name__] <= tags
+
+    # the saved agent scores what it scored at the end of training: same weights, same episodes
+    result = script.main(script.Args(eval_checkpoint=summary["checkpoint"],
+                                     eval_episodes=args.eval_episodes))
+    assert result["env_id"] == args.env_id
+    assert (result["eval_greedy_mean"], result["eval_greedy_std"]) == \
+        (summary["eval_greedy_mean"], summary["eval_greedy_std"])
+    assert np.isfinite(result["eval_sampled_mean"])
+
+
+@pytest.mark.parametrize(
+    "threads", [1, 2]
+)  # the count changes results, but not their repeatability
+def test_same_seed_same_result_different_seed_different(tmp_path, script, threads):
+    a = script.train(tiny(script, run_dir=str(tmp_path / "a"), torch_threads=threads))
+    b = script.train(tiny(script, run_dir=str(tmp_path / "b"), torch_threads=threads))
+    c = script.train(tiny(script, run_dir=str(tmp_path / "c"), torch_threads=threads, seed=2))
     sa, sb, sc = state(a["checkpoint"]), state(b["checkpoint"]), state(c["checkpoint"])
-    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)  # normaliser statistics included
     assert a["episodes"] == b["episodes"] and a["eval_sampled_mean"] == b["eval_sampled_mean"]
     assert not all(torch.equal(sa[k], sc[k]) for k in sa)
 
 
-def collected(args):
+# --- the update ----------------------------------------------------------------------------------
+
+def collected(script, **overrides):
+    """One rollout of the script's tiny env with a fresh agent, and its GAE."""
+    args = tiny(script, **overrides)
     torch.manual_seed(0)
-    envs = ppo.make_vector_env("CartPole-v1", args.num_envs)
+    envs = script.make_vector_env(args, args.num_envs)
     obs, _ = envs.reset(seed=0)
-    agent = ppo.Agent(4, 2)
-    rollout = ppo.Rollout.empty(args.num_steps, args.num_envs, (4,))
-    ppo.collect_rollout(agent, envs, obs.astype(np.float32), rollout, np.zeros(args.num_envs),
-                        np.zeros(args.num_envs, dtype=np.int64), None, torch.device("cpu"))
+    agent = agent_for(script, envs)
+    rollout = script.Rollout.empty(args.num_steps, args.num_envs, envs.single_observation_space,
+                                   envs.single_action_space)
+    script.collect_rollout(agent, envs, obs, rollout, None, CPU)
     envs.close()
-    adv, ret = ppo.compute_gae(rollout.rewards, rollout.values, rollout.next_values, rollout.terminations,
-                               rollout.truncations, args.gamma, args.gae_lambda)
-    return agent, rollout, adv, ret
+    adv, ret = script.compute_gae(rollout.rewards, rollout.values, rollout.next_values,
+                                  rollout.terminations, rollout.truncations, args.gamma,
+                                  args.gae_lambda)
+    return args, agent, rollout, adv, ret
 
 
 @pytest.mark.parametrize("kl_mode", ["clip", "early-stop", "penalty"])
-def test_kl_modes(kl_mode):
-    args = ppo.Args(kl_mode=kl_mode, target_kl=1e-9, learning_rate=1e-2)
-    agent, rollout, adv, ret = collected(args)
+def test_kl_modes(script, kl_mode):
+    args, agent, rollout, adv, ret = collected(script, kl_mode=kl_mode, target_kl=1e-9,
+                                               learning_rate=1e-2)
     optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5)
-    stats = ppo.update(agent, optimizer, rollout, adv, ret, args, 1.0, torch.device("cpu"))
+    stats = script.update(agent, optimizer, rollout, adv, ret, args, 1.0, CPU)
     assert all(np.isfinite(v) for v in stats.values())
     # early stop quits after the first minibatch that passes the (absurdly low) target
     assert stats["epochs"] == (1 if kl_mode == "early-stop" else args.update_epochs)
 
 
-def test_norm_reward_scales_what_the_critic_learns_not_the_reported_returns(tmp_path):
-    envs = ppo.make_vector_env("CartPole-v1", 2)
+def test_the_entropy_bonus_raises_the_entropy(script):
+    """With zero advantages and no value loss, the loss is the entropy bonus alone: one plain
+    gradient step on the whole batch must raise the policy's mean entropy on it."""
+    args, agent, rollout, adv, ret = collected(script, ent_coef=0.1, vf_coef=0.0, norm_adv=False,
+                                               num_minibatches=1, update_epochs=1)
+    with torch.no_grad():  # a policy far from uniform, whose entropy has a gradient to follow
+        POLICY_HEAD[script.__name__](agent).weight.normal_(0.0, 0.3)
+    obs = torch.from_numpy(rollout.obs.reshape(-1, *rollout.obs.shape[2:]))
+    actions = torch.from_numpy(rollout.actions.reshape(-1, *rollout.actions.shape[2:]))
+
+    def mean_entropy():
+        with torch.no_grad():
+            return agent.get_action_and_value(obs, actions)[2].mean().item()
+    before = mean_entropy()
+    optimizer = torch.optim.SGD(agent.parameters(), lr=1e-3)  # a small step: first order holds
+    script.update(agent, optimizer, rollout, np.zeros_like(adv), ret, args, 1.0, CPU)
+    assert mean_entropy() > before
+
+
+# --- rewards --------------------------------------------------------------------------------------
+
+# a toy env of each script's kind whose every step pays the same raw reward (tests/toy_envs.py)
+FLAT_REWARD = {"ppo": ("tests/Counter-v0", 1.0), "ppo_continuous": ("tests/BoxCounter-v0", 1.0),
+               "ppo_atari_carracing": ("tests/FrameCounter-v0", -0.1)}
+
+
+def test_norm_reward_scales_what_the_critic_learns_not_the_reported_returns(tmp_path, script):
+    env_id, per_step = FLAT_REWARD[script.__name__]
+    args = tiny(script, env_id=env_id, norm_reward=True)
+    envs = script.make_vector_env(args, args.num_envs)
     obs, _ = envs.reset(seed=0)
-    rollout = ppo.Rollout.empty(64, 2, (4,))
-    _, finished = ppo.collect_rollout(ppo.Agent(4, 2), envs, obs.astype(np.float32), rollout, np.zeros(2),
-                                      np.zeros(2, dtype=np.int64), ppo.RewardScaler(2, 0.99), torch.device("cpu"))
+    rollout = script.Rollout.empty(args.num_steps, args.num_envs, envs.single_observation_space,
+                                   envs.single_action_space)
+    agent = agent_for(script, envs)
+    scaler = script.RewardScaler(args.num_envs, args.gamma)
+    _, finished = script.collect_rollout(agent, envs, obs, rollout, scaler, CPU)
     envs.close()
-    # CartPole pays 1 per step: a reported return is the raw sum, the episode's length
-    assert finished and all(ret == length for ret, length in finished)
-    # the first reward meets a std of 0 and is clipped to 10; once returns spread, 1 / std < 1
-    assert np.all(rollout.rewards[0] == 10) and np.all(rollout.rewards[-1] < 1)
-    summary = ppo.train(ppo.Args(run_dir=str(tmp_path), norm_reward=True, **TINY))
-    assert all(ret == length for _, ret, length in summary["episodes"])
+    assert finished and all(ret == pytest.approx(per_step * length) for ret, length in finished)
+    # the first reward meets a std of 0 and is clipped to +-10; the scaled rewards are not raw
+    assert np.all(rollout.rewards[0] == 10 * np.sign(per_step))
+    assert not np.allclose(rollout.rewards, per_step)
+    summary = script.train(dataclasses.replace(args, run_dir=str(tmp_path)))
+    assert all(ret == pytest.approx(per_step * length) for _, ret, length in summary["episodes"])
 
 
-def test_async_envs_and_video(tmp_path):
-    summary = ppo.train(ppo.Args(run_dir=str(tmp_path), async_envs=True, capture_video=True, **TINY))
-    video = os.path.join(summary["run_dir"], "eval-greedy.mp4")
-    assert os.path.getsize(video) > 1000
+# --- envs in subprocesses, video ------------------------------------------------------------------
+
+def test_async_envs_and_video(tmp_path, script):
+    import cv2
+    summary = script.train(tiny(script, run_dir=str(tmp_path), async_envs=True, capture_video=True))
+    video = cv2.VideoCapture(os.path.join(summary["run_dir"], "eval-greedy.mp4"))
+    assert video.isOpened() and video.get(cv2.CAP_PROP_FRAME_COUNT) >= 2
+    video.release()
 
 
-def run_cli(*argv, cwd):
-    return subprocess.run([sys.executable, os.path.join(ROOT, "ppo.py"), *argv], cwd=cwd,
-                          capture_output=True, text=True, timeout=300)
+# --- checkpoints that are not the script's --------------------------------------------------------
+
+@pytest.mark.parametrize("writer,reader", [(w, r) for w in SCRIPTS for r in SCRIPTS if w != r])
+def test_a_checkpoint_of_another_script_is_one_clear_line(tmp_path, writer, reader):
+    written, read = importlib.import_module(writer), importlib.import_module(reader)
+    foreign = str(tmp_path / "agent.pt")
+    written.save_checkpoint(foreign, small_agent(written), written.Args(), 0)
+    with pytest.raises(SystemExit) as stop:
+        read.main(read.Args(eval_checkpoint=foreign))
+    [line] = str(stop.value.code).splitlines()
+    assert line.startswith(f"{reader}.py: error: --eval-checkpoint:")
+    assert f"is not a readable {reader}.py checkpoint" in line
 
 
-def test_cuda_flag_trains_anywhere(tmp_path):
-    result = run_cli("--cuda", "--total-timesteps", "256", "--num-steps", "32", "--eval-episodes", "1", cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
-    if not torch.cuda.is_available():
-        assert "no CUDA device is available; running on the CPU" in result.stderr
-    assert glob.glob(str(tmp_path / "runs" / "*" / "agent.pt"))
+# --- the command line -----------------------------------------------------------------------------
+
+def run_cli(script, *argv, cwd):
+    return subprocess.run([sys.executable, os.path.join(ROOT, f"{script.__name__}.py"), *argv],
+                          cwd=cwd, capture_output=True, text=True, timeout=300)
 
 
-def test_corrupt_checkpoint_is_one_clear_line_and_left_untouched(tmp_path):
+def test_corrupt_checkpoint_is_one_clear_line_and_left_untouched(tmp_path, script):
     bad = tmp_path / "agent.pt"
     bad.write_bytes(b"not a checkpoint at all")
-    result = run_cli("--eval-checkpoint", str(bad), cwd=tmp_path)
+    result = run_cli(script, "--eval-checkpoint", str(bad), cwd=tmp_path)
     assert result.returncode != 0
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("ppo.py: error: --eval-checkpoint:") and "not a readable" in lines[0]
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith(f"{script.__name__}.py: error: --eval-checkpoint:")
+    assert "not a readable" in line
     assert bad.read_bytes() == b"not a checkpoint at all"
 
 
-# a run long enough to be under way when the signal comes, for each MLP script (the pixel script's
-# Ctrl-C test is in test_carracing.py: its checkpoint is checked without a costly evaluation)
-CTRL_C_RUNS = {
-    "ppo": ["--total-timesteps", "10000000"],
-    "ppo_continuous": ["--env-id", "Pendulum-v1", "--num-steps", "256", "--num-minibatches", "4",
-                       "--total-timesteps", "500000"],
+# the default env of each script, on a budget of one or two small rollouts: (flags, steps)
+CLI_TINY = {
+    "ppo": (["--total-timesteps", "256", "--num-steps", "32"], 256),
+    "ppo_continuous": (["--total-timesteps", "2048"], 2048),
+    "ppo_atari_carracing": (
+        [
+            "--num-envs",
+            "2",
+            "--num-steps",
+            "8",
+            "--num-minibatches",
+            "2",
+            "--total-timesteps",
+            "16",
+            "--torch-threads",
+            "1",
+        ],
+        16,
+    ),
 }
 
 
-@pytest.mark.parametrize("module", list(CTRL_C_RUNS))
-@pytest.mark.parametrize("envs", ["--no-async-envs", "--async-envs"])
-def test_ctrl_c_saves_a_checkpoint_that_evaluates(tmp_path, module, envs):
-    # were the signal lost, the run would end by itself (and fail the test) rather than hang
-    process = subprocess.Popen([sys.executable, os.path.join(ROOT, f"{module}.py"), envs, *CTRL_C_RUNS[module]],
-                               cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               start_new_session=True,
-                               # a shell's background job inherits SIGINT ignored: restore the default
+def test_the_default_task_trains_from_the_command_line_and_cuda_falls_back(tmp_path, script):
+    flags, steps = CLI_TINY[script.__name__]
+    result = run_cli(script, "--cuda", *flags, "--eval-episodes", "1", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    if not torch.cuda.is_available():
+        assert "no CUDA device is available; running on the CPU" in result.stderr
+    env_id = script.Args().env_id
+    assert f"{env_id}: {steps:,} steps" in result.stdout
+    [checkpoint] = glob.glob(str(tmp_path / "runs" / "*" / "agent.pt"))
+    evaluated = run_cli(
+        script, "--eval-checkpoint", checkpoint, "--eval-episodes", "1", cwd=tmp_path
+    )
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert f"{env_id}  greedy:" in evaluated.stdout
+
+
+# a run long enough to be under way when the signal comes, for each script, its envs in this
+# process and in subprocesses (the pixel script's default)
+CTRL_C_RUNS = [
+    ("ppo", ["--no-async-envs", "--total-timesteps", "10000000"]),
+    ("ppo", ["--async-envs", "--total-timesteps", "10000000"]),
+    ("ppo_continuous", ["--no-async-envs", "--env-id", "Pendulum-v1", "--num-steps", "256",
+                        "--num-minibatches", "4", "--total-timesteps", "500000"]),
+    ("ppo_continuous", ["--async-envs", "--env-id", "Pendulum-v1", "--num-steps", "256",
+                        "--num-minibatches", "4", "--total-timesteps", "500000"]),
+    ("ppo_atari_carracing", ["--num-envs", "2", "--num-steps", "8", "--num-minibatches", "2",
+                             "--total-timesteps", "10000000", "--torch-threads", "1"]),
+]
+
+
+@pytest.mark.parametrize("module,argv", CTRL_C_RUNS, ids=[f"{m}-{a[0]}" for m, a in CTRL_C_RUNS])
+def test_ctrl_c_saves_a_checkpoint_that_evaluates(tmp_path, module, argv):
+    """Ctrl-C reaches the whole foreground process group, the async env workers included. The
+    child starts with SIGINT at its default, as in a terminal, even where this test process was
+    started in the background (which ignores SIGINT, and children inherit that). Were the signal
+    lost, the run would end by itself (and fail the test) rather than hang."""
+    process = subprocess.Popen([sys.executable, os.path.join(ROOT, f"{module}.py"), *argv],
+                               cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, start_new_session=True,
                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         process.stdout.readline()  # the first progress line: training is under way
-        os.killpg(process.pid, signal.SIGINT)  # as a terminal's Ctrl-C: env worker processes get it too
+        os.killpg(process.pid, signal.SIGINT)
         _, stderr = process.communicate(timeout=120)
-    finally:
+    finally:  # never leave a long run behind
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
     assert process.returncode == 130, stderr
     assert "checkpoint saved" in stderr and "Traceback" not in stderr
     [checkpoint] = glob.glob(str(tmp_path / "runs" / "*" / "agent.pt"))
     script = importlib.import_module(module)
-    result = script.main(script.Args(eval_checkpoint=checkpoint, eval_episodes=2))
-    assert np.isfinite(result["eval_greedy_mean"])
+    agent, train_args = script.load_checkpoint(checkpoint)
+    assert train_args.env_id == dict(zip(argv, argv[1:])).get("--env-id", script.Args().env_id)
+    returns = script.evaluate(agent, dataclasses.replace(train_args, async_envs=False), 1, True,
+                              100_001, CPU)
+    assert returns.shape == (1,) and np.isfinite(returns).all()

@@ -8,5 +8,7 @@ BUDGET = 200_000
 
 
 def test_cartpole_reaches_475(tmp_path):
-    summary = ppo.train(ppo.Args(seed=1, total_timesteps=BUDGET, run_dir=str(tmp_path), eval_episodes=20))
+    summary = ppo.train(
+        ppo.Args(seed=1, total_timesteps=BUDGET, run_dir=str(tmp_path), eval_episodes=20)
+    )
     assert summary["eval_greedy_mean"] >= 475, summary["eval_greedy_mean"]

@@ -80,7 +80,9 @@ def test_gae_lambda_zero_is_one_step_td_error(script):
     for t in range(rewards.shape[0]):
         for n in range(rewards.shape[1]):
             bootstrap = 0.0 if terminations[t, n] else 0.9 * next_values[t, n]
-            assert adv[t, n] == pytest.approx(rewards[t, n] + bootstrap - values[t, n], rel=1e-5, abs=1e-6)
+            assert adv[t, n] == pytest.approx(
+                rewards[t, n] + bootstrap - values[t, n], rel=1e-5, abs=1e-6
+            )
 
 
 # --- policy loss ------------------------------------------------------------------------------
@@ -94,7 +96,9 @@ def test_policy_loss_hand_computed(script):
     loss = script.policy_loss(ratio.log(), old, adv, 0.2)
     assert loss.item() == pytest.approx(expected, abs=1e-6)
     # without the clip: the plain surrogate -A r
-    assert script.policy_loss(ratio.log(), old, adv, None).item() == pytest.approx((-1.5 - 0.5 + 0.5 + 1.5 - 2.2) / 5, abs=1e-6)
+    assert script.policy_loss(ratio.log(), old, adv, None).item() == pytest.approx(
+        (-1.5 - 0.5 + 0.5 + 1.5 - 2.2) / 5, abs=1e-6
+    )
 
 
 def test_policy_gradient_is_zero_exactly_where_the_clip_is_active(script):
@@ -111,7 +115,7 @@ def test_policy_gradient_is_zero_exactly_where_the_clip_is_active(script):
     np.testing.assert_allclose(grad[~clip_active], (-adv * ratio / 8)[~clip_active], rtol=1e-6)
 
 
-# --- value loss, entropy, KL --------------------------------------------------------------------
+# --- value loss, KL ---------------------------------------------------------------------------
 
 def test_value_loss_unclipped_and_clipped(script):
     new = torch.tensor([1.0, 2.0, 0.0])
@@ -119,15 +123,9 @@ def test_value_loss_unclipped_and_clipped(script):
     ret = torch.tensor([2.0, 1.0, 1.0])
     assert script.value_loss(new, old, ret, None).item() == pytest.approx(0.5 * (1 + 1 + 1) / 3)
     # clipped predictions: 0.7, 2.3, 0.0 -> squared errors 1.69, 1.69, 1; max with unclipped 1, 1, 1
-    assert script.value_loss(new, old, ret, 0.2).item() == pytest.approx(0.5 * (1.69 + 1.69 + 1) / 3)
-
-
-def test_entropy_bonus_rewards_entropy(script):
-    entropy = torch.tensor([0.5, 1.0], requires_grad=True)
-    bonus = script.entropy_bonus(entropy, 0.01)
-    assert bonus.item() == pytest.approx(-0.01 * 0.75)
-    bonus.backward()
-    assert torch.all(entropy.grad < 0)  # minimising the loss raises the entropy
+    assert script.value_loss(new, old, ret, 0.2).item() == pytest.approx(
+        0.5 * (1.69 + 1.69 + 1) / 3
+    )
 
 
 def test_kl_estimators_on_known_categoricals(script):
@@ -172,8 +170,12 @@ def test_categorical_entropy_closed_form_and_sampling():
     logits = torch.tensor([[0.0, 0.0], [2.0, -1.0], [10.0, -10.0]])
     p = torch.softmax(logits, -1)
     expected = -(p * p.log()).sum(-1)
-    np.testing.assert_allclose(ppo.categorical_entropy(torch.log_softmax(logits, -1)), expected, rtol=1e-5)
-    assert ppo.categorical_entropy(torch.log_softmax(torch.zeros(1, 4), -1)).item() == pytest.approx(math.log(4))
+    np.testing.assert_allclose(
+        ppo.categorical_entropy(torch.log_softmax(logits, -1)), expected, rtol=1e-5
+    )
+    assert ppo.categorical_entropy(
+        torch.log_softmax(torch.zeros(1, 4), -1)
+    ).item() == pytest.approx(math.log(4))
 
     # the Gumbel-max sampler draws each action with its probability; greedy takes the argmax
     torch.manual_seed(0)
@@ -189,19 +191,21 @@ def test_categorical_entropy_closed_form_and_sampling():
     assert torch.all(greedy == log_probs.argmax())
 
 
-# --- running statistics and reward scaling (ppo.py --norm-reward, ppo_continuous.py) --------------
+# --- running statistics and reward scaling (--norm-reward, and ppo_continuous.py's observations) --
 
-@pytest.fixture(params=["ppo", "ppo_continuous"])
-def scaling_script(request):
-    import importlib
-    return importlib.import_module(request.param)
-
-
-def test_running_mean_std_matches_numpy_over_the_stream_merged_batch_by_batch(scaling_script):
+def test_running_mean_std_matches_numpy_over_the_stream_merged_batch_by_batch(script):
     rng = np.random.default_rng(1)
-    rms = scaling_script.RunningMeanStd((3,))
+    rms = script.RunningMeanStd((3,))
     seen = []
-    for size in (1, 4, 1, 17, 250, 2, 1):  # single observations and batches, merged by the parallel formula
+    for size in (
+        1,
+        4,
+        1,
+        17,
+        250,
+        2,
+        1,
+    ):  # single observations and batches, merged by the parallel formula
         batch = rng.normal(loc=[0.0, 5.0, -100.0], scale=[1.0, 0.1, 30.0], size=(size, 3))
         rms.update(torch.from_numpy(batch))
         seen.append(batch)
@@ -211,12 +215,12 @@ def test_running_mean_std_matches_numpy_over_the_stream_merged_batch_by_batch(sc
         assert rms.count.item() == len(whole)
 
 
-def test_reward_scaler_divides_by_the_running_std_of_the_discounted_return(scaling_script):
+def test_reward_scaler_divides_by_the_running_std_of_the_discounted_return(script):
     rng = np.random.default_rng(2)
     T, N, gamma = 80, 3, 0.9
     rewards = rng.normal(2.0, 3.0, size=(T, N))
     ended = rng.random((T, N)) < 0.1
-    scaler = scaling_script.RewardScaler(N, gamma)
+    scaler = script.RewardScaler(N, gamma)
     discounted, seen = np.zeros(N), []
     for t in range(T):
         discounted = gamma * discounted + rewards[t]
@@ -225,4 +229,4 @@ def test_reward_scaler_divides_by_the_running_std_of_the_discounted_return(scali
         np.testing.assert_allclose(scaler(rewards[t], ended[t]), expected, rtol=1e-9)
         discounted[ended[t]] = 0.0  # a new episode's return starts from scratch
     # one env's first reward: the std of one return is 0, and the clip bounds the result
-    assert scaling_script.RewardScaler(1, gamma)(np.array([-5.0]), np.array([False]))[0] == -10
+    assert script.RewardScaler(1, gamma)(np.array([-5.0]), np.array([False]))[0] == -10

@@ -1,82 +1,79 @@
 """Episode boundaries under gymnasium 1.x vector envs, checked on a toy env whose observation
 says which episode and which step it is: nothing may be learnt across a reset, and a time-limit
-truncation must bootstrap from the value of the true final observation."""
-import gymnasium as gym
+truncation must bootstrap from the value of the true final observation. For the MLP scripts (a
+Discrete and a Box counter env); the pixel script's own cut-off is checked in test_carracing.py."""
+import importlib
+
 import numpy as np
+import pytest
 import torch
 
-import ppo
-
-MAX_STEPS = 5  # TimeLimit truncates even episodes here; odd episodes terminate after 3 steps
-
-
-class CounterEnv(gym.Env):
-    observation_space = gym.spaces.Box(-np.inf, np.inf, (2,), np.float32)
-    action_space = gym.spaces.Discrete(2)
-
-    def __init__(self):
-        self.episode = -1
-
-    def reset(self, *, seed=None, options=None):
-        super().reset(seed=seed)
-        self.episode, self.t = self.episode + 1, 0
-        return np.array([self.episode, self.t], np.float32), {}
-
-    def step(self, action):
-        self.t += 1
-        terminated = self.episode % 2 == 1 and self.t == 3
-        return np.array([self.episode, self.t], np.float32), 1.0, terminated, False, {}
-
-
-gym.register("tests/Counter-v0", entry_point=CounterEnv, max_episode_steps=MAX_STEPS)
+from conftest import tiny
+from toy_envs import COUNTER_MAX_STEPS, counter_value
 
 
 class StubAgent:
     """V(obs) = 100 * episode + step, so every value says which observation it came from."""
+
+    def __init__(self, action_shape):
+        self.action_shape = action_shape
+
+    def normalize(self, obs, update=False):
+        return obs
 
     def get_value(self, obs):
         return 100 * obs[:, 0] + obs[:, 1]
 
     def get_action_and_value(self, obs, action=None, greedy=False):
         n = obs.shape[0]
-        return torch.zeros(n, dtype=torch.long), torch.zeros(n), torch.zeros(n), self.get_value(obs)
+        action = torch.zeros(
+            n, *self.action_shape, dtype=torch.long if not self.action_shape else torch.float32
+        )
+        return action, torch.zeros(n), torch.zeros(n), self.get_value(obs)
 
 
-def value(obs):
-    return 100 * obs[0] + obs[1]
-
-
-def test_rollout_never_crosses_a_reset_and_bootstraps_truncations():
+@pytest.mark.parametrize(
+    "module,env_id,action_shape",
+    [("ppo", "tests/Counter-v0", ()), ("ppo_continuous", "tests/BoxCounter-v0", (1,))],
+)
+@pytest.mark.parametrize("scaled", [False, True])
+def test_rollout_never_crosses_a_reset_and_bootstraps_truncations(
+    module, env_id, action_shape, scaled
+):
+    script = importlib.import_module(module)
     T, N = 23, 3
-    envs = ppo.make_vector_env("tests/Counter-v0", N)
+    args = tiny(script, env_id=env_id, num_envs=N)
+    envs = script.make_vector_env(args, N)
     obs, _ = envs.reset(seed=0)
-    rollout = ppo.Rollout.empty(T, N, (2,))
-    ep_return, ep_length = np.zeros(N), np.zeros(N, dtype=np.int64)
-    obs = obs.astype(np.float32)
-    last_obs, finished = ppo.collect_rollout(StubAgent(), envs, obs, rollout, ep_return, ep_length, None, torch.device("cpu"))
+    rollout = script.Rollout.empty(T, N, envs.single_observation_space, envs.single_action_space)
+    scaler = script.RewardScaler(N, 0.9) if scaled else None
+    last_obs, finished = script.collect_rollout(StubAgent(action_shape), envs, obs, rollout, scaler,
+                                                torch.device("cpu"))
     envs.close()
 
-    seen_truncation = seen_termination = 0
-    for n in range(N):
-        for t in range(T):
-            episode, step = rollout.obs[t, n]
-            following = rollout.obs[t + 1, n] if t + 1 < T else last_obs[n]
-            if rollout.terminations[t, n]:
-                seen_termination += 1
-                assert episode % 2 == 1 and step + 1 == 3
-                assert rollout.truncations[t, n] == 0
-            elif rollout.truncations[t, n]:
-                seen_truncation += 1
-                assert episode % 2 == 0 and step + 1 == MAX_STEPS
-                # V of the observation the time limit cut off, not of the reset that replaced it
-                assert rollout.next_values[t, n] == value((episode, MAX_STEPS))
-            else:
-                # inside an episode: the next stored observation is the next step of the same one
-                np.testing.assert_array_equal(following, [episode, step + 1])
-                assert rollout.next_values[t, n] == value(following)
-            if rollout.terminations[t, n] or rollout.truncations[t, n]:
-                np.testing.assert_array_equal(following, [episode + 1, 0])
-    assert seen_truncation > 0 and seen_termination > 0
-    assert sorted({length for _, length in finished}) == [3, MAX_STEPS]
+    following = np.concatenate([rollout.obs[1:], last_obs[None]])
+    ended = (rollout.terminations + rollout.truncations) > 0
+    episode, step = rollout.obs[..., 0], rollout.obs[..., 1]
+    cut = (rollout.truncations > 0) & (rollout.terminations == 0)
+    assert cut.any() and rollout.terminations.any()
+    # odd episodes terminate after 3 steps, even ones are truncated by the time limit
+    assert np.all(episode[rollout.terminations > 0] % 2 == 1)
+    assert np.all(step[rollout.terminations > 0] + 1 == 3)
+    assert np.all(episode[cut] % 2 == 0) and np.all(step[cut] + 1 == COUNTER_MAX_STEPS)
+    # V of the observation the time limit cut off, not of the reset that replaced it
+    np.testing.assert_array_equal(
+        rollout.next_values[cut], counter_value((episode[cut], COUNTER_MAX_STEPS))
+    )
+    # after an end comes the next episode's first observation; inside an episode, its next step
+    np.testing.assert_array_equal(
+        following[ended], np.stack([episode[ended] + 1, 0 * episode[ended]], -1)
+    )
+    np.testing.assert_array_equal(
+        following[~ended], np.stack([episode[~ended], step[~ended] + 1], -1)
+    )
+    np.testing.assert_array_equal(rollout.next_values[~ended], counter_value(following[~ended].T))
+    # returns and lengths are counted on the raw rewards (1 per step), whatever the critic learns
+    assert sorted({length for _, length in finished}) == [3, COUNTER_MAX_STEPS]
     assert all(ret == length for ret, length in finished)
-    assert len(finished) == int(rollout.terminations.sum() + rollout.truncations.sum())
+    assert len(finished) == int(ended.sum())
+    assert np.allclose(rollout.rewards, 1.0) != scaled
