@@ -25,12 +25,15 @@ ppo_atari_carracing.py share this skeleton, and their plumbing is this file's, l
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import math
 import os
+import pickle
 import random
 import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Literal
@@ -116,6 +119,13 @@ class Args:
     """episodes for the final evaluation (greedy and sampled), and for --eval-checkpoint"""
     eval_checkpoint: str | None = None
     """evaluate this saved agent.pt instead of training"""
+    resume: str | None = None
+    """continue the run saved in this agent.pt, in its folder, with its own settings (only --cuda
+    is taken from the command line): weights, optimiser, schedules, statistics and random-number
+    generators continue; episodes restart (an env's state cannot be saved)"""
+    save_every: float = 10.0
+    """minutes between periodic checkpoints of the last completed update (0: only at the end and
+    when the run stops early: Ctrl-C, SIGTERM, SIGHUP, an error)"""
     capture_video: bool = False
     """record the first greedy evaluation episode as an mp4 file"""
 
@@ -373,6 +383,7 @@ def collect_rollout(agent: Agent, envs: gym.vector.VectorEnv, obs: np.ndarray, r
         rollout.logprobs[t] = logprob.cpu().numpy()
         rollout.values[t] = value.cpu().numpy()
         obs, reward, terminated, truncated, info = envs.step(rollout.actions[t])
+        check_finite(t, observation=obs, reward=reward)  # a NaN from the env stops the run here
         ended = terminated | truncated
         rollout.rewards[t] = reward if reward_scaler is None else reward_scaler(reward, ended)
         rollout.terminations[t] = terminated
@@ -441,9 +452,12 @@ def approx_kl(logratio: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 def explained_variance(values: np.ndarray, returns: np.ndarray) -> float:
     """1 - Var[returns - values] / Var[returns]: 1 is a perfect critic, <= 0 is no better than
-    predicting the mean."""
+    predicting the mean. NaN where the returns (nearly) do not vary, as when every episode of a
+    solved CartPole lasts its 500 steps: the ratio is then rounding noise, not a verdict."""
     var = np.var(returns)
-    return float("nan") if var == 0 else float(1 - np.var(returns - values) / var)
+    if var <= 1e-8 * (1.0 + np.mean(returns) ** 2):
+        return float("nan")
+    return float(1 - np.var(returns - values) / var)
 
 
 def update(agent: Agent, optimizer: torch.optim.Optimizer, rollout: Rollout,
@@ -484,7 +498,9 @@ def update(agent: Agent, optimizer: torch.optim.Optimizer, rollout: Rollout,
 
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            nn.utils.clip_grad_norm_(params, args.max_grad_norm)
+            # a non-finite loss makes a non-finite gradient norm: stop before it reaches the weights
+            if not torch.isfinite(nn.utils.clip_grad_norm_(params, args.max_grad_norm)):
+                raise NonFinite("the loss or its gradient became non-finite in the update")
             optimizer.step()
 
             with torch.no_grad():
@@ -515,6 +531,7 @@ def train(args: Args) -> dict:
     """PPO, as in Algorithm 1 of the paper: for each iteration, run the policy for T steps in each
     of N envs, compute advantage estimates, then optimise the surrogate for K epochs of
     minibatches. Returns the run's summary (see RunLog.finish)."""
+    args, resumed = resume_settings(args)  # --resume: the run's own settings and saved state
     validate_args(args)
     check_env_id(args.env_id)
     torch.set_num_threads(args.torch_threads)
@@ -527,12 +544,15 @@ def train(args: Args) -> dict:
     # eps 1e-5 as in openai/baselines (detail 3); the fused kernel does the whole step in one op
     optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5, fused=True)
     reward_scaler = RewardScaler(args.num_envs, args.gamma) if args.norm_reward else None
-    rollout = Rollout.empty(args.num_steps, args.num_envs, obs_space, action_space)
-    kl_beta = args.kl_beta
+    rollout = require_memory(Rollout.empty(args.num_steps, args.num_envs, obs_space, action_space))
+    first, kl_beta = 1, args.kl_beta
+    if resumed:  # continue from the saved iteration, with the saved KL coefficient
+        first, kl_beta = restore(resumed, agent, optimizer, reward_scaler)
 
-    obs, _ = envs.reset(seed=args.seed)
-    with RunLog(args, agent, envs, entropy_floor(action_space)) as log:
-        for iteration in range(1, args.num_iterations + 1):
+    with RunLog(args, agent, optimizer, reward_scaler, envs, entropy_floor(action_space),
+                resumed) as log:
+        obs, _ = envs.reset(seed=reset_seed(args.seed, first))
+        for iteration in range(first, args.num_iterations + 1):
             if args.anneal_lr:  # linearly towards 0 over training (detail 4)
                 lr = args.learning_rate * (1 - (iteration - 1) / args.num_iterations)
                 optimizer.param_groups[0]["lr"] = lr
@@ -544,7 +564,7 @@ def train(args: Args) -> dict:
             if args.kl_mode == "penalty":
                 stats["kl_beta"] = kl_beta
                 kl_beta = adapt_kl_beta(kl_beta, stats["approx_kl"], args.target_kl)
-            log.iteration(iteration * args.batch_size, finished, stats,
+            log.iteration(iteration, finished, stats, kl_beta,
                           {"learning_rate": optimizer.param_groups[0]["lr"]})
     envs.close()
     return log.finish(device)
@@ -557,10 +577,37 @@ def train(args: Args) -> dict:
 # =================================================================================================
 
 SCRIPT = os.path.basename(__file__)
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP")
+                     if hasattr(signal, name))
 
 
 class ConfigError(ValueError):
     """Bad user input: reported as one line, before anything is written."""
+
+
+class NonFinite(RuntimeError):
+    """A NaN or inf reached training; `rollout_step` is the rollout step at which the env returned
+    it (None: it arose in the update)."""
+
+    def __init__(self, what: str, rollout_step: int | None = None):
+        super().__init__(what)
+        self.rollout_step = rollout_step
+
+
+class RunStopped(Exception):
+    """A training run stopped before its end, its last good checkpoint saved: one line for the
+    user, and the process's exit status."""
+
+    def __init__(self, message: str, status: int):
+        super().__init__(message)
+        self.status = status
+
+
+def check_finite(rollout_step: int, **arrays: np.ndarray) -> None:
+    """Stop at the first NaN or inf an env returns, before anything learns from it."""
+    for name, array in arrays.items():
+        if array.dtype.kind == "f" and not np.isfinite(array).all():
+            raise NonFinite(f"the env returned a non-finite {name}", rollout_step)
 
 
 def require(args: Args, names: tuple[str, ...], ok: Callable[[Any], bool], allowed: str) -> None:
@@ -571,27 +618,64 @@ def require(args: Args, names: tuple[str, ...], ok: Callable[[Any], bool], allow
             raise ConfigError(f"--{name.replace('_', '-')} must be {allowed}, got {value}")
 
 
-def require_whole_batches(args: Args) -> None:
-    """The batch must split into minibatches and fit at least once into the training budget."""
+def require_common(args: Args) -> None:
+    """The checks every script makes: the seed, where runs are written, and the sizes and
+    coefficients whose values would make the math non-finite."""
+    require(args, ("seed",), lambda v: 0 <= v < 2 ** 32, "in [0, 2**32)")
+    require(args, ("exp_name",), lambda v: v not in ("", ".", "..") and "/" not in v
+            and os.sep not in v, "a name without '/' (it names a folder inside --run-dir)")
+    require(args, ("learning_rate",), lambda v: 0 < v <= 1, "in (0, 1]")
+    require(args, ("clip_coef", "max_grad_norm", "target_kl"), lambda v: 0 < v < math.inf,
+            "a positive number")
+    require(args, ("kl_beta",), lambda v: 0 < v <= 1e4, "in (0, 1e4]")
+    require(args, ("ent_coef", "vf_coef"), lambda v: 0 <= v < math.inf, "a finite number >= 0")
+    require(args, ("gamma", "gae_lambda"), lambda v: 0 <= v <= 1, "in [0, 1]")
+    require(args, ("save_every",), lambda v: 0 <= v < math.inf, "a number of minutes >= 0")
+    if args.eval_checkpoint is not None or args.resume is not None:
+        return
     if args.batch_size % args.num_minibatches:
         raise ConfigError(f"--num-minibatches {args.num_minibatches} does not divide the batch of "
                           f"num_envs * num_steps = {args.batch_size}")
     if args.num_iterations == 0:
         raise ConfigError(f"--total-timesteps {args.total_timesteps} is less than one batch "
                           f"(num_envs * num_steps = {args.batch_size})")
+    if args.norm_adv and args.minibatch_size < 2:
+        raise ConfigError(f"--num-minibatches {args.num_minibatches} leaves minibatches of one "
+                          f"sample, whose advantages have no std to normalise by (--no-norm-adv)")
+    require_writable_folder(args.run_dir)
+
+
+def require_writable_folder(path: str) -> None:
+    """--run-dir must be a folder this process can write in, or one it can make."""
+    existing = os.path.abspath(path)
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise ConfigError(f"--run-dir {path!r}: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"--run-dir {path!r}: {existing} is not writable here")
+
+
+def require_memory(rollout: Rollout) -> Rollout:
+    """Refuse, in one line, a rollout buffer larger than this machine's memory. numpy reserves it
+    lazily, so without this check the run would be killed when the buffer first fills."""
+    needed = sum(array.nbytes for array in dataclasses.astuple(rollout))
+    try:
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):  # not a POSIX system: nothing to compare with
+        return rollout
+    if needed > memory:
+        raise ConfigError(f"--num-envs x --num-steps: the rollout needs {needed / 2 ** 30:.1f} "
+                          f"GiB, more than this machine's {memory / 2 ** 30:.1f} GiB")
+    return rollout
 
 
 def validate_args(args: Args) -> None:
     """Fail fast, naming the flag, rather than deep inside torch or gymnasium."""
     require(args, ("num_envs", "num_steps", "num_minibatches", "update_epochs", "total_timesteps",
-                   "torch_threads", "eval_episodes", "hidden_size"), lambda v: v > 0,
-            "a positive integer")
-    require(args, ("learning_rate", "clip_coef", "max_grad_norm", "target_kl", "kl_beta"),
-            lambda v: 0 < v < math.inf, "a positive number")
-    require(args, ("ent_coef", "vf_coef"), lambda v: v >= 0, ">= 0")
-    require(args, ("gamma", "gae_lambda"), lambda v: 0 <= v <= 1, "in [0, 1]")
-    if args.eval_checkpoint is None:
-        require_whole_batches(args)
+                   "torch_threads", "eval_episodes"), lambda v: v > 0, "a positive integer")
+    require(args, ("hidden_size",), lambda v: 0 < v <= 8192, "in [1, 8192]")
+    require_common(args)
 
 
 def check_env_id(env_id: str) -> None:
@@ -602,8 +686,8 @@ def check_env_id(env_id: str) -> None:
         raise ConfigError(f"--env-id: unknown environment {env_id!r} ({err})") from None
     try:
         env = gym.make(env_id)
-    except gym.error.Error as err:  # e.g. a missing extra: "pip install gymnasium[box2d]"
-        raise ConfigError(f"--env-id: cannot create {env_id}: {err}") from None
+    except Exception as err:  # a missing extra: gymnasium's message names the pip install
+        raise ConfigError(f"--env-id: cannot create {env_id}: {creation_error(err)}") from None
     action_space, observation_space = env.action_space, env.observation_space
     env.close()
     if isinstance(action_space, gym.spaces.Box):
@@ -614,6 +698,13 @@ def check_env_id(env_id: str) -> None:
     if not (isinstance(observation_space, gym.spaces.Box) and len(observation_space.shape) == 1):
         raise ConfigError(f"--env-id: {env_id} observations are {observation_space}, not a flat "
                           f"vector; for images use ppo_atari_carracing.py")
+
+
+def creation_error(err: Exception) -> str:
+    """One line on why an env could not be made: gymnasium's own message (it names the missing
+    extra's pip install), or the exception's type and first line (an ImportError of one's own)."""
+    message = str(err).splitlines()[0] if str(err) else ""
+    return message if isinstance(err, gym.error.Error) else f"{type(err).__name__}: {message}"
 
 
 def pick_device(args: Args) -> torch.device:
@@ -629,38 +720,139 @@ def seed_everything(seed: int, torch_deterministic: bool) -> None:
     torch.backends.cudnn.deterministic = torch_deterministic
 
 
+def reset_seed(seed: int, first_iteration: int) -> int:
+    """The envs' reset seed: the run's own at its start; a resumed run's episodes restart (an
+    env's state cannot be saved in general), from a seed of their own for that iteration."""
+    if first_iteration == 1:
+        return seed
+    return int(np.random.SeedSequence([seed, first_iteration]).generate_state(1)[0])
+
+
 def ignore_ctrl_c_in_worker(creator: int) -> None:
     """Called in each env thunk. In an async env worker (a process other than the one that made
-    the thunk) Ctrl-C from a terminal arrives too, but it is meant for the trainer, which saves
-    its checkpoint and then ends the workers."""
+    the thunk) Ctrl-C and a closed terminal's SIGHUP arrive too, but they are meant for the
+    trainer, which saves its checkpoint and then ends the workers (with SIGTERM)."""
     if os.getpid() != creator:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        for sig in STOP_SIGNALS:
+            if sig != signal.SIGTERM:
+                signal.signal(sig, signal.SIG_IGN)
 
 
-def save_checkpoint(path: str, agent: Agent, args: Args, global_step: int) -> None:
+def on_cpu(tree: Any) -> Any:
+    """A copy of a nest of dicts, lists and tuples whose tensors are copied to the CPU."""
+    if isinstance(tree, torch.Tensor):
+        return tree.detach().to("cpu", copy=True)
+    if isinstance(tree, dict):
+        return {key: on_cpu(value) for key, value in tree.items()}
+    if isinstance(tree, (list, tuple)):
+        return type(tree)(on_cpu(value) for value in tree)
+    return tree
+
+
+def random_states() -> dict:
+    """Every random-number generator a run draws from, as plain data and tensors."""
+    name, key, position, has_gauss, gauss = np.random.get_state()
+    return {"python": random.getstate(), "torch": torch.get_rng_state(),
+            "numpy": (name, torch.from_numpy(key.astype(np.int64)), position, has_gauss, gauss),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else []}
+
+
+def set_random_states(states: dict) -> None:
+    name, key, position, has_gauss, gauss = states["numpy"]
+    np.random.set_state((name, key.numpy().astype(np.uint32), position, has_gauss, gauss))
+    random.setstate(states["python"])
+    torch.set_rng_state(states["torch"])
+    if states["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+def make_checkpoint(agent: Agent, args: Args, global_step: int,
+                    training: dict | None = None) -> dict:
     """Weights (normaliser statistics included), the agent's constructor arguments and the run's
-    Args, all plain data, so `torch.load(weights_only=True)` can read it."""
-    # CPU tensors: a checkpoint trained with --cuda then opens with a plain torch.load anywhere
-    weights = {key: value.cpu() for key, value in agent.state_dict().items()}
-    torch.save({"format": f"{SCRIPT}/2", "model": weights, "agent": agent.config,
-                "args": dataclasses.asdict(args), "global_step": global_step}, path)
+    Args, all plain data and CPU tensors, so `torch.load(weights_only=True)` reads it anywhere;
+    `training` adds what --resume needs (optimiser, schedules' position, statistics, generators)."""
+    return {"format": f"{SCRIPT}/2", "model": on_cpu(agent.state_dict()), "agent": agent.config,
+            "args": dataclasses.asdict(args), "global_step": global_step, "training": training}
 
 
-def load_checkpoint(path: str, device: torch.device = torch.device("cpu")) -> tuple[Agent, Args]:
-    """Load safely: weights_only=True refuses arbitrary pickled code from an untrusted file.
-    Returns the agent and the Args it was trained with (they say how to build its env)."""
-    if not os.path.isfile(path):
-        raise ConfigError(f"--eval-checkpoint: no such file {path!r}")
+def save_checkpoint(path: str, checkpoint: dict) -> None:
+    """Written to a temporary file beside `path`, then renamed over it: a crash or a full disk
+    while writing leaves the previous checkpoint whole, never a partial file."""
+    temporary = f"{path}.{os.getpid()}.tmp"
     try:
-        checkpoint = torch.load(path, map_location=device, weights_only=True)
-        train_args = Args(**checkpoint["args"])
-        agent = Agent(**checkpoint["agent"])
-        agent.load_state_dict(checkpoint["model"])
+        torch.save(checkpoint, temporary)
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+
+
+def read_checkpoint(path: str, flag: str) -> dict:
+    """Load safely: weights_only=True refuses arbitrary pickled code from an untrusted file."""
+    if os.path.isdir(path):
+        raise ConfigError(f"{flag}: {path!r} is a folder; give the agent.pt inside it")
+    if not os.path.isfile(path):
+        raise ConfigError(f"{flag}: no such file {path!r}")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        if str(checkpoint.get("format")).endswith("/1"):
+            raise ValueError("written by this script before its present layout (format /1)")
+        missing = {"args", "agent", "model", "global_step", "training"} - set(checkpoint)
+        if missing:
+            raise KeyError(f"no {', '.join(sorted(missing))}")
+        Args(**checkpoint["args"])
     except Exception as err:  # a truncated zip, a foreign pickle, missing keys: all mean "not ours"
         cause = str(err).splitlines()[0] if str(err) else ""
-        raise ConfigError(f"--eval-checkpoint: {path!r} is not a readable {SCRIPT} checkpoint "
+        if isinstance(err, pickle.UnpicklingError):  # torch's message invites unsafe loading
+            cause = "it holds more than weights and plain data, so it was not loaded"
+        raise ConfigError(f"{flag}: {path!r} is not a readable {SCRIPT} checkpoint "
                           f"({type(err).__name__}: {cause})") from None
-    return agent.to(device), train_args
+    bad = [key for key, value in checkpoint["model"].items()
+           if value.is_floating_point() and not torch.isfinite(value).all()]
+    if bad:
+        raise ConfigError(f"{flag}: {path!r} has non-finite weights ({bad[0]}); it cannot act")
+    return checkpoint
+
+
+def load_checkpoint(path: str, device: torch.device = torch.device("cpu"),
+                    flag: str = "--eval-checkpoint") -> tuple[Agent, Args]:
+    """The agent saved in `path` and the Args it was trained with (they say how to build its
+    env)."""
+    checkpoint = read_checkpoint(path, flag)
+    try:
+        agent = Agent(**checkpoint["agent"])
+        agent.load_state_dict(checkpoint["model"])
+    except Exception as err:  # metadata that does not fit the weights, or another script's
+        cause = str(err).splitlines()[0] if str(err) else ""
+        raise ConfigError(f"{flag}: {path!r} is not a readable {SCRIPT} checkpoint "
+                          f"({type(err).__name__}: {cause})") from None
+    return agent.to(device), Args(**checkpoint["args"])
+
+
+def resume_settings(args: Args) -> tuple[Args, dict | None]:
+    """--resume PATH continues the run saved there with the run's own settings (from the command
+    line only --cuda, where it continues, is taken), and returns the checkpoint to restore."""
+    if args.resume is None:
+        return args, None
+    checkpoint = read_checkpoint(args.resume, "--resume")
+    if not checkpoint["training"]:
+        raise ConfigError(f"--resume: {args.resume!r} holds an agent but no training state")
+    settings = Args(**checkpoint["args"])
+    return dataclasses.replace(settings, resume=args.resume, cuda=args.cuda), checkpoint
+
+
+def restore(checkpoint: dict, agent: Agent, optimizer: torch.optim.Optimizer,
+            reward_scaler: RewardScaler | None) -> tuple[int, float]:
+    """Puts back what --resume's checkpoint saved; returns the iteration to continue from and the
+    KL coefficient. The reward scaler keeps its statistics; its discounted returns restart with
+    the episodes."""
+    training = checkpoint["training"]
+    agent.load_state_dict(checkpoint["model"])
+    optimizer.load_state_dict(training["optimizer"])
+    if reward_scaler is not None:
+        reward_scaler.rms.load_state_dict(training["reward_scaler"])
+    set_random_states(training["random_states"])
+    return training["iteration"] + 1, training["kl_beta"]
 
 
 def write_video(path: str, frames: list[np.ndarray], fps: float) -> None:
@@ -702,7 +894,8 @@ def evaluate(agent: Agent, args: Args, episodes: int, greedy: bool, seed: int,
     the observation statistics frozen. Each env plays a quota of consecutive episodes fixed
     before any starts (counting whichever finish first would favour the short ones): in-process
     envs are cheap, one per episode; an async env is a process, so at most num_envs of them.
-    Seeds differ from training's, so the agent is scored on episodes it has not trained on."""
+    Seeds differ from training's, so the agent is scored on episodes it has not trained on. An
+    episode whose return is not finite still ends: its return is reported as NaN or inf."""
     n = min(episodes, args.num_envs) if args.async_envs else episodes
     envs = make_vector_env(args, n, training=False, video_path=video_path)
     quota = [episodes // n + (i < episodes % n) for i in range(n)]
@@ -726,7 +919,14 @@ def evaluate_checkpoint(args: Args) -> dict:
     torch.set_num_threads(1)  # evaluation's forward passes are small, as at the end of training
     device = pick_device(args)
     agent, train_args = load_checkpoint(args.eval_checkpoint, device)
-    check_env_id(train_args.env_id)
+    if args.env_id not in (Args().env_id, train_args.env_id):
+        raise ConfigError(f"--env-id {args.env_id} differs from the checkpoint's env "
+                          f"{train_args.env_id}: a checkpoint is evaluated on the env it learnt")
+    try:
+        check_env_id(train_args.env_id)
+    except ConfigError as err:
+        raise ConfigError(f"--eval-checkpoint: the checkpoint's env cannot be made here: "
+                          f"{err}") from None
     # the env as the agent was trained on it; how to run it (async or not) from the command line
     train_args = dataclasses.replace(train_args, async_envs=args.async_envs)
     video = None
@@ -775,48 +975,133 @@ def format_progress(step: int, total: int, sps: float, recent_return: float | No
             f"| left {eta}")
 
 
+def new_run_folder(args: Args) -> str:
+    """runs/<env>__<exp>__<seed>__<time>, made here: two runs started in the same second with the
+    same name and seed get their own folders (-2, -3, ...) rather than one between them."""
+    name = f"{args.env_id.replace('/', '-')}__{args.exp_name}__{args.seed}__{int(time.time())}"
+    for n in itertools.count(1):
+        path = os.path.join(args.run_dir, name if n == 1 else f"{name}-{n}")
+        try:
+            os.makedirs(path)
+            return path
+        except FileExistsError:
+            continue
+
+
 class RunLog:
-    """Everything a training run reports, in one place: its folder
+    """Everything a training run reports and keeps, in one place: its folder
     runs/<env>__<exp>__<seed>__<time>, TensorBoard, the episodes' statistics and the step at which
     they reached the env's "solved" level, the progress line, health warnings, and at the end the
-    checkpoint, the final evaluation and summary.json. Used as a context manager, it saves the
-    checkpoint when Ctrl-C stops a run."""
+    checkpoint, the final evaluation and summary.json. After each update it keeps a copy of the
+    run's state (the last good checkpoint), saved every --save-every minutes and, once, whatever
+    stops the run: Ctrl-C, SIGTERM, SIGHUP, a non-finite number, an error."""
 
-    def __init__(self, args: Args, agent: Agent, envs: gym.vector.VectorEnv, min_entropy: float):
+    def __init__(self, args: Args, agent: Agent, optimizer: torch.optim.Optimizer,
+                 reward_scaler: RewardScaler | None, envs: gym.vector.VectorEnv,
+                 min_entropy: float, resumed: dict | None = None):
         from torch.utils.tensorboard import SummaryWriter  # slow import, only needed to train
-        self.args, self.agent, self.envs, self.min_entropy = args, agent, envs, min_entropy
-        name = f"{args.env_id.replace('/', '-')}__{args.exp_name}__{args.seed}__{int(time.time())}"
-        self.run_path = os.path.join(args.run_dir, name)
+        self.args, self.agent, self.optimizer = args, agent, optimizer
+        self.reward_scaler, self.envs, self.min_entropy = reward_scaler, envs, min_entropy
+        self.last_good = resumed
+        self.episodes: list[tuple[int, float, int]] = []  # (global step, raw return, length)
+        self.steps_to_threshold, self.global_step = None, 0
+        if resumed is None:
+            self.run_path = new_run_folder(args)
+        else:  # the stopped run's folder
+            self.run_path = os.path.dirname(os.path.abspath(args.resume))
+            self.episodes = [tuple(episode) for episode in resumed["training"]["episodes"]]
+            self.steps_to_threshold = resumed["training"]["steps_to_threshold"]
+            self.global_step = resumed["global_step"]
         self.checkpoint_path = os.path.join(self.run_path, "agent.pt")
-        self.writer = SummaryWriter(self.run_path)
+        # resumed: TensorBoard hides what the stopped run logged after its checkpoint's step
+        self.writer = SummaryWriter(self.run_path,
+                                    purge_step=self.global_step + 1 if resumed else None)
         self.writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(
             f"|{key}|{value}|" for key, value in dataclasses.asdict(args).items()))
-        self.episodes: list[tuple[int, float, int]] = []  # (global step, raw return, length)
         self.threshold = gym.spec(args.env_id).reward_threshold  # the env's "solved" level
-        self.steps_to_threshold = None
-        self.global_step, self.negative_ev_streak, self.shown = 0, 0, set()
+        self.negative_ev_streak, self.shown = 0, set()
         self.interactive = sys.stdout.isatty()
-        self.start, self.last_print = time.time(), 0.0
+        self.start, self.first_step = time.time(), self.global_step
+        self.last_print, self.last_save = 0.0, self.start
+        total = args.num_iterations * args.batch_size
+        print(f"{'resuming' if resumed else 'training'} {args.env_id} in {self.run_path}: "
+              f"{total:,} steps ({args.num_iterations:,} iterations of {args.batch_size:,})"
+              + (f" from step {self.global_step:,}" if resumed else "")
+              + (f"; --total-timesteps {args.total_timesteps:,} is not a whole number of "
+                 f"batches" if total != args.total_timesteps else ""), flush=True)
 
     def __enter__(self) -> RunLog:
+        # SIGTERM (a scheduler, docker stop) and SIGHUP (a closed terminal or ssh session) stop
+        # the run as Ctrl-C does; signal handlers belong to the main thread only
+        self.handlers = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in STOP_SIGNALS:
+                if sig != signal.SIGINT:
+                    self.handlers[sig] = signal.signal(sig, raise_keyboard_interrupt)
         return self
 
     def __exit__(self, kind, error, traceback) -> bool:
-        if kind is KeyboardInterrupt:
-            save_checkpoint(self.checkpoint_path, self.agent, self.args, self.global_step)
-            print(f"\ninterrupted at step {self.global_step:,}; checkpoint saved to "
-                  f"{self.checkpoint_path}", file=sys.stderr)
+        for sig, handler in self.handlers.items():
+            signal.signal(sig, handler)
+        if kind is None:
+            return False
+        main_thread = threading.current_thread() is threading.main_thread()
+        # save once: a second Ctrl-C or a scheduler's second signal must not cut the save short
+        ignored = ({sig: signal.signal(sig, signal.SIG_IGN) for sig in STOP_SIGNALS}
+                   if main_thread else {})
+        try:
+            kept = self.save()
             self.writer.close()
-            # the env workers ignore Ctrl-C (ignore_ctrl_c_in_worker) but may be mid-step:
-            # end them rather than wait
-            self.envs.close(terminate=True)
-        return False
+            self.envs.close(terminate=True)  # the workers may be mid-step: end them, don't wait
+        finally:
+            for sig, handler in ignored.items():
+                signal.signal(sig, handler)
+        where = (f"checkpoint saved to {self.checkpoint_path} (step {kept:,})" if kept is not None
+                 else "no update was completed, so no checkpoint was written")
+        if issubclass(kind, KeyboardInterrupt):
+            name = error.args[0] if error.args else "SIGINT"
+            raise RunStopped(f"interrupted by {name} after step {self.global_step:,}; {where}",
+                             128 + signal.Signals[name].value) from None
+        if issubclass(kind, NonFinite):
+            at = (f"at step {self.global_step + (error.rollout_step + 1) * self.args.num_envs:,}"
+                  if error.rollout_step is not None else f"after step {self.global_step:,}")
+            raise RunStopped(f"stopped: {error} {at}; {where}", 1) from None
+        message = str(error).splitlines()[0] if str(error) else ""
+        raise RunStopped(f"stopped by an error after step {self.global_step:,} "
+                         f"({kind.__name__}: {message}); {where}", 1) from None
 
-    def iteration(self, global_step: int, finished: list[tuple[float, int]], stats: dict,
-                  charts: dict) -> None:
+    def keep(self, iteration: int, kl_beta: float) -> None:
+        """After each update: a copy of everything --resume needs, refused if not finite."""
+        training = {"iteration": iteration, "kl_beta": kl_beta,
+                    "optimizer": on_cpu(self.optimizer.state_dict()),
+                    "reward_scaler": (on_cpu(self.reward_scaler.rms.state_dict())
+                                      if self.reward_scaler is not None else None),
+                    "random_states": random_states(), "episodes": len(self.episodes),
+                    "steps_to_threshold": self.steps_to_threshold}
+        checkpoint = make_checkpoint(self.agent, self.args, self.global_step, training)
+        bad = [key for key, value in checkpoint["model"].items()
+               if value.is_floating_point() and not torch.isfinite(value).all()]
+        if bad:
+            raise NonFinite(f"the update left non-finite values in {bad[0]}")
+        self.last_good = checkpoint
+
+    def save(self) -> int | None:
+        """Writes the last good checkpoint; returns its step (None: there is none yet)."""
+        if self.last_good is None:
+            return None
+        training = self.last_good["training"]
+        if isinstance(training["episodes"], int):  # the episodes up to that update, as a list
+            training = {**training, "episodes": self.episodes[:training["episodes"]]}
+        save_checkpoint(self.checkpoint_path, {**self.last_good, "training": training})
+        self.last_save = time.time()
+        return self.last_good["global_step"]
+
+    def iteration(self, iteration: int, finished: list[tuple[float, int]], stats: dict,
+                  kl_beta: float, charts: dict) -> None:
         """Once per iteration, after the update: the episodes that ended in its rollout, the
-        update's statistics (TensorBoard's losses/) and other curves (charts/)."""
-        self.global_step = global_step
+        update's statistics (TensorBoard's losses/), other curves (charts/), and the state to
+        keep."""
+        self.global_step = global_step = iteration * self.args.batch_size
         for ret, length in finished:
             self.episodes.append((global_step, ret, length))
             self.writer.add_scalar("charts/episodic_return", ret, global_step)
@@ -825,13 +1110,16 @@ class RunLog:
         if (self.steps_to_threshold is None and self.threshold is not None
                 and len(self.episodes) >= 20 and recent >= self.threshold):
             self.steps_to_threshold = global_step
+        self.keep(iteration, kl_beta)
 
         now = time.time()
-        sps = global_step / (now - self.start)
+        sps = (global_step - self.first_step) / (now - self.start)
         for key, value in {"SPS": sps, **charts}.items():
             self.writer.add_scalar(f"charts/{key}", value, global_step)
         for key, value in stats.items():
             self.writer.add_scalar(f"losses/{key}", value, global_step)
+        if self.args.save_every and now - self.last_save > 60 * self.args.save_every:
+            self.save()
 
         negative_ev = stats["explained_variance"] < 0
         self.negative_ev_streak = self.negative_ev_streak + 1 if negative_ev else 0
@@ -841,7 +1129,7 @@ class RunLog:
                   f"{warnings[key]}", file=sys.stderr)
         self.shown |= set(warnings)
 
-        last = global_step == self.args.num_iterations * self.args.batch_size
+        last = iteration == self.args.num_iterations
         if self.interactive or now - self.last_print > 10 or last:
             line = format_progress(global_step, self.args.total_timesteps, sps, recent,
                                    now - self.start)
@@ -854,8 +1142,9 @@ class RunLog:
         summary.json and one line on the terminal. Returns the summary."""
         if self.interactive:
             print()
-        args, sps = self.args, self.global_step / (time.time() - self.start)
-        save_checkpoint(self.checkpoint_path, self.agent, args, self.global_step)
+        args = self.args
+        sps = (self.global_step - self.first_step) / (time.time() - self.start)
+        self.save()
         summary = {"env_id": args.env_id, "seed": args.seed, "run_dir": self.run_path,
                    "checkpoint": self.checkpoint_path, "global_step": self.global_step, "sps": sps,
                    "steps_to_threshold": self.steps_to_threshold,
@@ -880,15 +1169,25 @@ class RunLog:
         return summary
 
 
+def raise_keyboard_interrupt(signum: int, frame: Any) -> None:
+    """SIGTERM and SIGHUP, in the trainer: stop as Ctrl-C does, naming the signal."""
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
 def main(args: Args) -> dict:
     """Train, or with --eval-checkpoint evaluate a saved agent. Bad input ends the process with
-    one line naming the flag; Ctrl-C with status 130, once the checkpoint is saved."""
+    one line naming the flag; a run that stops early, with one line saying why and where its
+    checkpoint is, and status 128 + the signal's number when a signal stopped it."""
     try:
         return train(args) if args.eval_checkpoint is None else evaluate_checkpoint(args)
     except ConfigError as err:
         raise SystemExit(f"{SCRIPT}: error: {err}") from None
-    except KeyboardInterrupt:
+    except RunStopped as stop:
+        print(f"{SCRIPT}: {stop}", file=sys.stderr)
+        raise SystemExit(stop.status) from None
+    except KeyboardInterrupt:  # before the first update began, or during the final evaluation
         raise SystemExit(130) from None
+
 
 
 if __name__ == "__main__":

@@ -51,3 +51,20 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def small_agent(script):
+    """An untrained agent for each script's tiny env."""
+    return {"ppo": lambda: script.Agent(4, 2),
+            "ppo_continuous": lambda: script.Agent(3, 1),
+            "ppo_atari_carracing": lambda: script.Agent((2, 36, 36), 2, False)}[script.__name__]()
+
+
+def agent_for(script, envs):
+    """An untrained agent for these envs."""
+    obs_space, action_space = envs.single_observation_space, envs.single_action_space
+    if script.__name__ == "ppo":
+        return script.Agent(obs_space.shape[0], int(action_space.n))
+    if script.__name__ == "ppo_continuous":
+        return script.Agent(obs_space.shape[0], action_space.shape[0])
+    return script.Agent(obs_space.shape, int(action_space.n), False)

@@ -22,7 +22,7 @@ BAD_INPUTS = {
         ),
         (["--num-minibatches", "3"], "--num-minibatches 3 does not divide the batch"),
         (["--num-envs", "0"], "--num-envs must be a positive integer"),
-        (["--learning-rate", "-1"], "--learning-rate must be a positive number"),
+        (["--learning-rate", "-1"], "--learning-rate must be in (0, 1], got -1"),
         (["--total-timesteps", "100"], "--total-timesteps 100 is less than one batch"),
         (["--gamma", "1.5"], "--gamma must be in [0, 1]"),
         (["--eval-checkpoint", "missing.pt"], "--eval-checkpoint: no such file"),
@@ -35,10 +35,10 @@ BAD_INPUTS = {
         ),
         (["--num-minibatches", "3"], "--num-minibatches 3 does not divide the batch"),
         (["--num-envs", "0"], "--num-envs must be a positive integer"),
-        (["--learning-rate", "-1"], "--learning-rate must be a positive number"),
+        (["--learning-rate", "-1"], "--learning-rate must be in (0, 1], got -1"),
         (["--total-timesteps", "100"], "--total-timesteps 100 is less than one batch"),
         (["--gae-lambda", "1.5"], "--gae-lambda must be in [0, 1]"),
-        (["--init-action-std", "0"], "--init-action-std must be a positive number"),
+        (["--init-action-std", "0"], "--init-action-std must be in [1e-6, 1e6], got 0"),
         (
             ["--final-action-std", "2"],
             "--final-action-std must be a positive number no larger than --init-action-std",
@@ -57,7 +57,10 @@ BAD_INPUTS = {
             "--env-id: Pendulum-v1 observations are ..., not RGB frames; use ppo_continuous.py for "
             "vector observations",
         ),
-        (["--frame-size", "20"], "--frame-size must be at least 36 for the Nature CNN, got 20"),
+        (
+            ["--frame-size", "20"],
+            "--frame-size must be at least 36 for the Nature CNN (and at most 1024), got 20",
+        ),
         (["--num-minibatches", "3"], "--num-minibatches 3 does not divide the batch"),
         (["--negative-reward-cutoff", "-1"], "--negative-reward-cutoff must be >= 0"),
         (["--torch-threads", "-1"], "--torch-threads must be >= 0 (0: one per core), got -1"),

@@ -154,7 +154,7 @@ def state(path):
 def test_checkpoint_restores_the_normaliser_exactly_and_evaluates_identically(tmp_path):
     original = pc.Agent(3, 1)
     original.normalize(torch.randn(50, 3) * 4 + 2, update=True)
-    pc.save_checkpoint(str(tmp_path / "agent.pt"), original, tiny(pc), 50)
+    pc.save_checkpoint(str(tmp_path / "agent.pt"), pc.make_checkpoint(original, tiny(pc), 50))
     loaded, _ = pc.load_checkpoint(str(tmp_path / "agent.pt"))
     assert {"obs_rms.mean", "obs_rms.var", "obs_rms.count"} <= set(loaded.state_dict())
     assert all(

@@ -16,26 +16,9 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import ROOT, SCRIPTS, TINY, tiny
+from conftest import ROOT, SCRIPTS, TINY, agent_for, small_agent, tiny
 
 CPU = torch.device("cpu")
-
-
-def small_agent(script):
-    """An untrained agent for each script's tiny env."""
-    return {"ppo": lambda: script.Agent(4, 2),
-            "ppo_continuous": lambda: script.Agent(3, 1),
-            "ppo_atari_carracing": lambda: script.Agent((2, 36, 36), 2, False)}[script.__name__]()
-
-
-def agent_for(script, envs):
-    """An untrained agent for these envs."""
-    obs_space, action_space = envs.single_observation_space, envs.single_action_space
-    if script.__name__ == "ppo":
-        return script.Agent(obs_space.shape[0], int(action_space.n))
-    if script.__name__ == "ppo_continuous":
-        return script.Agent(obs_space.shape[0], action_space.shape[0])
-    return script.Agent(obs_space.shape, int(action_space.n), False)
 
 
 # the layer whose outputs parametrise each script's policy
@@ -198,7 +181,9 @@ def test_async_envs_and_video(tmp_path, script):
 def test_a_checkpoint_of_another_script_is_one_clear_line(tmp_path, writer, reader):
     written, read = importlib.import_module(writer), importlib.import_module(reader)
     foreign = str(tmp_path / "agent.pt")
-    written.save_checkpoint(foreign, small_agent(written), written.Args(), 0)
+    written.save_checkpoint(
+        foreign, written.make_checkpoint(small_agent(written), written.Args(), 0)
+    )
     with pytest.raises(SystemExit) as stop:
         read.main(read.Args(eval_checkpoint=foreign))
     [line] = str(stop.value.code).splitlines()
@@ -287,7 +272,8 @@ def test_ctrl_c_saves_a_checkpoint_that_evaluates(tmp_path, module, argv):
                                text=True, start_new_session=True,
                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
-        process.stdout.readline()  # the first progress line: training is under way
+        while not process.stdout.readline().startswith("step"):  # the first progress line:
+            pass  # an update is complete, so there is something to save
         os.killpg(process.pid, signal.SIGINT)
         _, stderr = process.communicate(timeout=120)
     finally:  # never leave a long run behind

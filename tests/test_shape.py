@@ -25,11 +25,15 @@ SHARED = {
     "normalize_advantages": ALL, "policy_loss": ALL, "value_loss": ALL, "approx_kl": ALL,
     "explained_variance": ALL, "update": ALL,
     # the plumbing
-    "SCRIPT": ALL, "ConfigError": ALL, "require": ALL, "require_whole_batches": ALL,
-    "pick_device": ALL, "seed_everything": ALL, "ignore_ctrl_c_in_worker": ALL,
-    "save_checkpoint": ALL, "load_checkpoint": ALL, "write_video": ALL, "RecordFirstEpisode": ALL,
-    "evaluate": ALL, "evaluate_checkpoint": ALL, "health_warnings": ALL, "format_progress": ALL,
-    "RunLog": ALL, "main": ALL,
+    "SCRIPT": ALL, "STOP_SIGNALS": ALL, "ConfigError": ALL, "NonFinite": ALL, "RunStopped": ALL,
+    "check_finite": ALL, "require": ALL, "require_common": ALL, "require_writable_folder": ALL,
+    "require_memory": ALL, "creation_error": ALL, "pick_device": ALL, "seed_everything": ALL,
+    "reset_seed": ALL, "ignore_ctrl_c_in_worker": ALL, "on_cpu": ALL, "random_states": ALL,
+    "set_random_states": ALL, "make_checkpoint": ALL, "save_checkpoint": ALL,
+    "read_checkpoint": ALL, "load_checkpoint": ALL, "resume_settings": ALL, "restore": ALL,
+    "write_video": ALL, "RecordFirstEpisode": ALL, "evaluate": ALL, "evaluate_checkpoint": ALL,
+    "health_warnings": ALL, "format_progress": ALL, "new_run_folder": ALL, "RunLog": ALL,
+    "raise_keyboard_interrupt": ALL, "main": ALL,
 }
 
 # What is meant to differ: the point of each script (its settings, env, agent and distribution),
@@ -47,11 +51,11 @@ DIFFERS = {
 }
 
 # Everything after train(): a reader who stops at the end of train() has read the algorithm.
-PLUMBING = {"SCRIPT", "ConfigError", "require", "require_whole_batches", "MIN_FRAME_SIZE",
-            "validate_args", "check_env_id", "pick_device", "seed_everything",
-            "ignore_ctrl_c_in_worker", "save_checkpoint", "load_checkpoint", "write_video",
-            "RecordFirstEpisode", "evaluate", "evaluate_checkpoint", "health_warnings",
-            "format_progress", "RunLog", "main"}
+PLUMBING = {name for name, scripts in SHARED.items() if scripts == ALL} - {
+    "make_vector_env", "layer_init", "compute_gae", "adapt_kl_beta", "NORM_CLIP", "RunningMeanStd",
+    "RewardScaler", "Rollout", "finished_episodes", "collect_rollout", "normalize_advantages",
+    "policy_loss", "value_loss", "approx_kl", "explained_variance", "update",
+} | {"MIN_FRAME_SIZE", "validate_args", "check_env_id"}
 
 SECTIONS = ["# The environment", "# The agent", "# The PPO math", "# Collect", "# Update",
             "# Training", "# Plumbing"]

@@ -132,3 +132,44 @@ gym.register("tests/CarRacingShort-v3", entry_point=ppo_atari_carracing.CAR_RACI
 gym.register(
     "tests/CarRacing50-v3", entry_point=ppo_atari_carracing.CAR_RACING, max_episode_steps=50
 )
+
+
+class Faulty(gym.Wrapper):
+    """One of the toy envs above that goes wrong at its `at`-th step (counted over episodes):
+    `fault` "raise" raises, "nan-reward" and "nan-obs" return a NaN, "huge-reward" returns a
+    reward whose square overflows float32."""
+
+    def __init__(self, env_id, fault, at, **kwargs):
+        super().__init__(gym.make(env_id, **kwargs).unwrapped)
+        self.fault, self.at, self.steps = fault, at, 0
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        self.steps += 1
+        if self.steps >= self.at:
+            if self.fault == "raise":
+                raise RuntimeError("the simulator crashed")
+            if self.fault == "nan-reward":
+                reward = float("nan")
+            if self.fault == "nan-obs":
+                obs = np.full_like(obs, np.nan)
+            if self.fault == "huge-reward":
+                reward = 1e30
+        return obs, reward, terminated, truncated, info
+
+
+# each script's kind of env, going wrong in the second rollout of conftest.TINY's run
+for fault in ("raise", "nan-reward", "nan-obs", "huge-reward"):
+    gym.register(f"tests/Faulty-{fault}-ppo-v0", entry_point=Faulty, max_episode_steps=5,
+                 kwargs=dict(env_id="tests/Counter-v0", fault=fault, at=40))
+    gym.register(f"tests/Faulty-{fault}-ppo_continuous-v0", entry_point=Faulty,
+                 max_episode_steps=5, kwargs=dict(env_id="tests/BoxCounter-v0", fault=fault, at=80))
+    gym.register(f"tests/Faulty-{fault}-ppo_atari_carracing-v0", entry_point=Faulty,
+                 kwargs=dict(env_id="tests/FrameCounter-v0", fault=fault, at=20))
+
+
+def needs_a_package():
+    raise ModuleNotFoundError("No module named 'not_installed_here'")
+
+
+gym.register("tests/NeedsAPackage-v0", entry_point=needs_a_package)
