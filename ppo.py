@@ -1050,14 +1050,18 @@ class RunLog:
         ignored = ({sig: signal.signal(sig, signal.SIG_IGN) for sig in STOP_SIGNALS}
                    if main_thread else {})
         try:
-            kept = self.save()
+            try:
+                kept = self.save()
+                where = (f"checkpoint saved to {self.checkpoint_path} (step {kept:,})"
+                         if kept is not None else "no update was completed, so nothing was saved")
+            except OSError as err:  # a full disk, say: the previous checkpoint is still whole
+                where = (f"the checkpoint could not be written ({err}); "
+                         f"{self.checkpoint_path} holds the one before, if any")
             self.writer.close()
             self.envs.close(terminate=True)  # the workers may be mid-step: end them, don't wait
         finally:
             for sig, handler in ignored.items():
                 signal.signal(sig, handler)
-        where = (f"checkpoint saved to {self.checkpoint_path} (step {kept:,})" if kept is not None
-                 else "no update was completed, so no checkpoint was written")
         if issubclass(kind, KeyboardInterrupt):
             name = error.args[0] if error.args else "SIGINT"
             raise RunStopped(f"interrupted by {name} after step {self.global_step:,}; {where}",

@@ -415,3 +415,38 @@ def test_explained_variance_says_nothing_of_returns_that_do_not_vary(script):
     assert math.isnan(script.explained_variance(values, returns))  # was about -1: a false alarm
     varied = np.linspace(0, 100, 512)
     assert script.explained_variance(varied + 1, varied) == pytest.approx(1.0)
+
+
+def test_a_full_disk_while_saving_on_stop_is_part_of_the_one_line(tmp_path, script, monkeypatch):
+    args = tiny(script, env_id=f"tests/Faulty-raise-{script.__name__}-v0", run_dir=str(tmp_path))
+
+    def disk_full(obj, f):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(torch, "save", disk_full)
+    with pytest.raises(script.RunStopped) as stop:
+        script.train(args)
+    message = str(stop.value)
+    assert "RuntimeError: the simulator crashed" in message and "No space left" in message, message
+    assert "\n" not in message
+
+
+def test_periodic_checkpoints_are_the_last_completed_update(tmp_path, script, monkeypatch):
+    """--save-every 1e-9 (minutes): every update is saved as soon as it completes."""
+    seen = []
+    original = script.RunLog.iteration
+
+    def iteration(self, number, *rest):
+        original(self, number, *rest)
+        seen.append(torch.load(self.checkpoint_path, weights_only=True)["global_step"])
+    monkeypatch.setattr(script.RunLog, "iteration", iteration)
+    args = tiny(script, run_dir=str(tmp_path), save_every=1e-9)
+    script.train(args)
+    assert seen == [i * args.batch_size for i in range(1, args.num_iterations + 1)]
+
+
+def test_a_budget_that_is_not_whole_batches_is_said_in_the_first_line(tmp_path, script, capsys):
+    args = tiny(script, run_dir=str(tmp_path))
+    summary = script.train(dataclasses.replace(args, total_timesteps=args.total_timesteps + 5))
+    first = capsys.readouterr().out.splitlines()[0]
+    assert f"{args.total_timesteps:,} steps" in first and "not a whole number of batches" in first
+    assert summary["global_step"] == args.total_timesteps
