@@ -35,6 +35,7 @@ import signal
 import sys
 import threading
 import time
+import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, Literal
 
@@ -1034,6 +1035,11 @@ class RunLog:
         # SIGTERM (a scheduler, docker stop) and SIGHUP (a closed terminal or ssh session) stop
         # the run as Ctrl-C does; signal handlers belong to the main thread only
         self.handlers = {}
+        # an async worker's error comes back as the exception this run's last line names;
+        # gymnasium would also log it, with the worker's traceback, as warnings
+        self.quiet = warnings.catch_warnings()
+        self.quiet.__enter__()
+        warnings.filterwarnings("ignore", module=r"gymnasium\.vector\.async_vector_env")
         if threading.current_thread() is threading.main_thread():
             for sig in STOP_SIGNALS:
                 if sig != signal.SIGINT:
@@ -1041,6 +1047,7 @@ class RunLog:
         return self
 
     def __exit__(self, kind, error, traceback) -> bool:
+        self.quiet.__exit__(None, None, None)
         for sig, handler in self.handlers.items():
             signal.signal(sig, handler)
         if kind is None:

@@ -178,12 +178,16 @@ def test_an_error_in_an_env_saves_the_last_good_checkpoint_and_says_what_happene
     assert checkpoint["training"]["iteration"] == 1
 
 
-def test_the_real_error_of_an_async_env_worker_is_reported(tmp_path):
+def test_the_real_error_of_an_async_env_worker_is_reported_in_one_line(tmp_path):
+    import warnings
     import ppo
     args = tiny(ppo, env_id="tests/Faulty-raise-ppo-v0", run_dir=str(tmp_path), async_envs=True)
-    with pytest.raises(ppo.RunStopped) as stop:
+    with warnings.catch_warnings(record=True) as caught, pytest.raises(ppo.RunStopped) as stop:
+        warnings.simplefilter("always")
         ppo.train(args)
     assert "RuntimeError: the simulator crashed" in str(stop.value), str(stop.value)
+    # gymnasium's own report of it (the worker's traceback, as warnings) is not printed as well
+    assert not [w for w in caught if "Worker" in str(w.message)], [str(w.message) for w in caught]
 
 
 NON_FINITE = [("ppo", "nan-reward", "the env returned a non-finite reward at step"),
