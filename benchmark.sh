@@ -37,6 +37,10 @@ while [ $# -gt 0 ]; do
   shift
 done
 PYTHON=${PYTHON:-python}
+# run outside the project's virtual environment, every script would fail with a traceback
+"$PYTHON" -c "import torch, gymnasium, tyro, matplotlib" 2>/dev/null || {
+  echo "benchmark.sh: error: $PYTHON lacks the project's packages; activate its virtual environment" \
+       "(. .venv/bin/activate) or pip install -r requirements.txt, or set PYTHON" >&2; exit 2; }
 # Evaluation episodes per seed: Pendulum's return depends mostly on its random start angle, so
 # 10 episodes leave the start-state noise in the mean (docs/benchmark/recipes.md); 100 episodes
 # cost seconds on every task here.

@@ -25,12 +25,14 @@ ppo_atari_carracing.py share this skeleton, and their plumbing is this file's, l
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import itertools
 import json
 import math
 import os
 import pickle
 import random
+import re
 import signal
 import sys
 import threading
@@ -62,6 +64,13 @@ class Args:
     (the count also changes floating-point summation order, hence results at a fixed seed)"""
     run_dir: str = "runs"
     """folder in which each run gets its own sub-folder (TensorBoard events, checkpoint, summary)"""
+    track: bool = False
+    """log the run's metrics to Weights & Biases as well (an optional install: pip install wandb;
+    WANDB_MODE=offline logs without an account)"""
+    wandb_project_name: str = "ppo"
+    """the Weights & Biases project, with --track"""
+    wandb_entity: str | None = None
+    """the Weights & Biases team or user, with --track (None: your default)"""
 
     # --- environment ---
     env_id: str = "CartPole-v1"
@@ -105,19 +114,29 @@ class Args:
     max_grad_norm: float = 0.5
     """clip the global gradient norm to this"""
     kl_mode: Literal["clip", "early-stop", "penalty"] = "clip"
-    """how the new policy is kept near the old one: 'clip' (clipped objective, KL only
-    monitored), 'early-stop' (clipped objective, stop the update once approx KL > target_kl),
-    'penalty' (the PPO paper's adaptive KL penalty on the unclipped surrogate)"""
-    target_kl: float = 0.01
-    """KL target for 'early-stop' and 'penalty'"""
+    """how the new policy is kept near the old one: 'clip' (the clipped objective; with
+    --target-kl, the update also stops once approx KL passes it, as CleanRL's --target-kl does),
+    'early-stop' (the same as 'clip' with --target-kl, 0.01 if not given), 'penalty' (the PPO
+    paper's adaptive KL penalty on the unclipped surrogate, aiming at --target-kl, 0.01 if not
+    given)"""
+    target_kl: float | None = None
+    """the KL target: alone, it turns on early stopping of the update's epochs (CleanRL's
+    meaning); with --kl-mode penalty, the KL the adaptive coefficient aims at"""
     kl_beta: float = 1.0
     """initial KL penalty coefficient for 'penalty' (adapted after every update)"""
     hidden_size: int = 64
     """width of the two hidden layers of actor and critic"""
+    activation: Literal["tanh", "relu"] = "tanh"
+    """the hidden layers' activation (tanh: the PPO paper's; relu: the seed example's other
+    choice)"""
+    ortho_init: bool = True
+    """orthogonal initialisation with the 37 details' gains (off: PyTorch's default init)"""
 
     # --- evaluation and checkpoints ---
-    eval_episodes: int = 10
-    """episodes for the final evaluation (greedy and sampled), and for --eval-checkpoint"""
+    eval_episodes: int = 100
+    """episodes for the final evaluation (greedy and sampled), and for --eval-checkpoint; 100, as
+    the benchmark: fewer leave a return's spread over start states in the mean, and one env per
+    episode in lockstep costs seconds here"""
     eval_checkpoint: str | None = None
     """evaluate this saved agent.pt instead of training"""
     resume: str | None = None
@@ -127,10 +146,23 @@ class Args:
     save_every: float = 10.0
     """minutes between periodic checkpoints of the last completed update (0: only at the end and
     when the run stops early: Ctrl-C, SIGTERM, SIGHUP, an error)"""
+    watch: bool = False
+    """with --eval-checkpoint: play the agent's greedy episodes in a window, one env at a time
+    (needs a display; on a server, --capture-video writes them as mp4 instead)"""
     capture_video: bool = False
     """record the first greedy evaluation episode as an mp4 file"""
 
-    # --- derived sizes, computed in one place ---
+    # --- derived settings, computed in one place ---
+    @property
+    def kl_target(self) -> float:
+        return 0.01 if self.target_kl is None else self.target_kl
+
+    @property
+    def early_stop(self) -> bool:
+        """stop the update's epochs once approx KL > kl_target (the clipped objective only)"""
+        clip_with_target = self.kl_mode == "clip" and self.target_kl is not None
+        return self.kl_mode == "early-stop" or clip_with_target
+
     @property
     def batch_size(self) -> int:
         return self.num_envs * self.num_steps
@@ -148,6 +180,15 @@ class Args:
 # The environment
 # =================================================================================================
 
+def env_spec(env_id: str) -> gym.envs.registration.EnvSpec:
+    """gymnasium's spec of an env id, also in the `module:EnvId` form gym.make accepts: importing
+    the module registers one's own env (README, "Your own env")."""
+    module, _, name = env_id.rpartition(":")
+    if module:
+        importlib.import_module(module)
+    return gym.spec(name)
+
+
 def make_env(args: Args, training: bool = True, video_path: str | None = None):
     """A thunk that makes one env. gym.make adds the TimeLimit that produces `truncated`;
     RecordEpisodeStatistics reports each finished episode's raw return and length. `training`
@@ -157,7 +198,8 @@ def make_env(args: Args, training: bool = True, video_path: str | None = None):
     def thunk():
         ignore_ctrl_c_in_worker(creator)
         # render_mode only when asked for: an env of one's own may not take the argument
-        env = gym.make(args.env_id, **({"render_mode": "rgb_array"} if video_path else {}))
+        render = {"render_mode": "human" if args.watch else "rgb_array"}
+        env = gym.make(args.env_id, **(render if args.watch or video_path else {}))
         env = gym.wrappers.RecordEpisodeStatistics(env)
         if video_path is not None:
             env = RecordFirstEpisode(env, video_path, env.metadata.get("render_fps") or 30)
@@ -188,23 +230,33 @@ def layer_init(layer: nn.Module, std: float = math.sqrt(2), bias_const: float = 
     return layer
 
 
+def keep_default_init(layer: nn.Module, std: float = 0.0) -> nn.Module:
+    """--no-ortho-init: the layer keeps PyTorch's default initialisation (as the seed example can
+    choose), the gain is ignored."""
+    return layer
+
+
 class Agent(nn.Module):
     """Separate actor and critic MLPs: sharing a trunk makes the value loss's scale fight the
     policy gradient, which is why the PPO paper's MuJoCo and classic-control runs don't share."""
 
-    def __init__(self, obs_dim: int, n_actions: int, hidden_size: int = 64):
+    def __init__(self, obs_dim: int, n_actions: int, hidden_size: int = 64,
+                 activation: str = "tanh", ortho_init: bool = True):
         super().__init__()
-        self.config = dict(obs_dim=obs_dim, n_actions=n_actions, hidden_size=hidden_size)
+        self.config = dict(obs_dim=obs_dim, n_actions=n_actions, hidden_size=hidden_size,
+                           activation=activation, ortho_init=ortho_init)
+        act = {"tanh": nn.Tanh, "relu": nn.ReLU}[activation]
+        init = layer_init if ortho_init else keep_default_init
         self.critic = nn.Sequential(
-            layer_init(nn.Linear(obs_dim, hidden_size)), nn.Tanh(),
-            layer_init(nn.Linear(hidden_size, hidden_size)), nn.Tanh(),
-            layer_init(nn.Linear(hidden_size, 1), std=1.0),
+            init(nn.Linear(obs_dim, hidden_size)), act(),
+            init(nn.Linear(hidden_size, hidden_size)), act(),
+            init(nn.Linear(hidden_size, 1), std=1.0),
         )
         self.actor = nn.Sequential(
-            layer_init(nn.Linear(obs_dim, hidden_size)), nn.Tanh(),
-            layer_init(nn.Linear(hidden_size, hidden_size)), nn.Tanh(),
+            init(nn.Linear(obs_dim, hidden_size)), act(),
+            init(nn.Linear(hidden_size, hidden_size)), act(),
             # a 0.01 gain keeps the initial policy near uniform, so early rollouts explore
-            layer_init(nn.Linear(hidden_size, n_actions), std=0.01),
+            init(nn.Linear(hidden_size, n_actions), std=0.01),
         )
 
     def normalize(self, obs: torch.Tensor, update: bool = False) -> torch.Tensor:
@@ -511,7 +563,7 @@ def update(agent: Agent, optimizer: torch.optim.Optimizer, rollout: Rollout,
                                    ("approx_kl", kl), ("clipfrac", clipfrac)):
                     stats[key].append(value.detach())
             # early stop (OpenAI Spinning Up's PPO): the policy has moved far enough this update
-            stop = args.kl_mode == "early-stop" and kl.item() > args.target_kl
+            stop = args.early_stop and kl.item() > args.kl_target
             if stop:
                 break
         if stop:
@@ -541,7 +593,8 @@ def train(args: Args) -> dict:
 
     envs = make_vector_env(args, args.num_envs)
     obs_space, action_space = envs.single_observation_space, envs.single_action_space
-    agent = Agent(obs_space.shape[0], int(action_space.n), args.hidden_size).to(device)
+    agent = Agent(obs_space.shape[0], int(action_space.n), args.hidden_size, args.activation,
+                  args.ortho_init).to(device)
     # eps 1e-5 as in openai/baselines (detail 3); the fused kernel does the whole step in one op
     optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5, fused=True)
     reward_scaler = RewardScaler(args.num_envs, args.gamma) if args.norm_reward else None
@@ -564,7 +617,7 @@ def train(args: Args) -> dict:
             stats = update(agent, optimizer, rollout, advantages, returns, args, kl_beta, device)
             if args.kl_mode == "penalty":
                 stats["kl_beta"] = kl_beta
-                kl_beta = adapt_kl_beta(kl_beta, stats["approx_kl"], args.target_kl)
+                kl_beta = adapt_kl_beta(kl_beta, stats["approx_kl"], args.kl_target)
             log.iteration(iteration, finished, stats, kl_beta,
                           {"learning_rate": optimizer.param_groups[0]["lr"]})
     envs.close()
@@ -626,12 +679,15 @@ def require_common(args: Args) -> None:
     require(args, ("exp_name",), lambda v: v not in ("", ".", "..") and "/" not in v
             and os.sep not in v, "a name without '/' (it names a folder inside --run-dir)")
     require(args, ("learning_rate",), lambda v: 0 < v <= 1, "in (0, 1]")
-    require(args, ("clip_coef", "max_grad_norm", "target_kl"), lambda v: 0 < v < math.inf,
-            "a positive number")
+    require(args, ("clip_coef", "max_grad_norm"), lambda v: 0 < v < math.inf, "a positive number")
+    require(args, ("target_kl",), lambda v: v is None or 0 < v < math.inf, "a positive number")
     require(args, ("kl_beta",), lambda v: 0 < v <= 1e4, "in (0, 1e4]")
     require(args, ("ent_coef", "vf_coef"), lambda v: 0 <= v < math.inf, "a finite number >= 0")
     require(args, ("gamma", "gae_lambda"), lambda v: 0 <= v <= 1, "in [0, 1]")
     require(args, ("save_every",), lambda v: 0 <= v < math.inf, "a number of minutes >= 0")
+    if args.track and importlib.util.find_spec("wandb") is None:
+        raise ConfigError("--track needs Weights & Biases, which is not installed: "
+                          "pip install wandb")
     if args.eval_checkpoint is not None or args.resume is not None:
         return
     if args.batch_size % args.num_minibatches:
@@ -682,9 +738,10 @@ def validate_args(args: Args) -> None:
 def check_env_id(env_id: str) -> None:
     """An unknown id or a wrong kind of env is the most common mistake; say what to do."""
     try:
-        gym.spec(env_id)
-    except gym.error.Error as err:
-        raise ConfigError(f"--env-id: unknown environment {env_id!r} ({err})") from None
+        env_spec(env_id)
+    except Exception as err:  # gymnasium's own error, or a module:EnvId whose module is missing
+        raise ConfigError(f"--env-id: unknown environment {env_id!r} "
+                          f"({creation_error(err)})") from None
     try:
         env = gym.make(env_id)
     except Exception as err:  # a missing extra: gymnasium's message names the pip install
@@ -897,7 +954,7 @@ def evaluate(agent: Agent, args: Args, episodes: int, greedy: bool, seed: int,
     envs are cheap, one per episode; an async env is a process, so at most num_envs of them.
     Seeds differ from training's, so the agent is scored on episodes it has not trained on. An
     episode whose return is not finite still ends: its return is reported as NaN or inf."""
-    n = min(episodes, args.num_envs) if args.async_envs else episodes
+    n = 1 if args.watch else min(episodes, args.num_envs) if args.async_envs else episodes
     envs = make_vector_env(args, n, training=False, video_path=video_path)
     quota = [episodes // n + (i < episodes % n) for i in range(n)]
     returns: list[list[float]] = [[] for _ in range(n)]
@@ -928,8 +985,16 @@ def evaluate_checkpoint(args: Args) -> dict:
     except ConfigError as err:
         raise ConfigError(f"--eval-checkpoint: the checkpoint's env cannot be made here: "
                           f"{err}") from None
-    # the env as the agent was trained on it; how to run it (async or not) from the command line
-    train_args = dataclasses.replace(train_args, async_envs=args.async_envs)
+    # the env as the agent was trained on it; how to run it (async or not, in a window) from the
+    # command line
+    train_args = dataclasses.replace(train_args, async_envs=args.async_envs, watch=args.watch)
+    if args.watch:
+        require_display()
+        returns = evaluate(agent, train_args, args.eval_episodes, True, args.seed + 100_000, device)
+        print(f"{train_args.env_id} watched: {returns.mean():.2f} +- {returns.std():.2f} "
+              f"over {len(returns)} greedy episodes")
+        return {"env_id": train_args.env_id, "checkpoint": args.eval_checkpoint,
+                "eval_greedy_mean": float(returns.mean()), "eval_greedy_std": float(returns.std())}
     video = None
     if args.capture_video:
         video = os.path.join(os.path.dirname(os.path.abspath(args.eval_checkpoint)),
@@ -947,13 +1012,21 @@ def evaluate_checkpoint(args: Args) -> dict:
     return result
 
 
+def require_display() -> None:
+    """--watch opens a window: say so in one line where there is no display to open it on."""
+    if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY")
+                                                 or os.environ.get("WAYLAND_DISPLAY")):
+        raise ConfigError("--watch needs a display, and DISPLAY is not set here; "
+                          "--capture-video writes the greedy episodes as mp4 instead")
+
+
 def health_warnings(stats: dict, negative_ev_streak: int, min_entropy: float) -> dict[str, str]:
     """Symptoms of a run going wrong, against typical healthy PPO ranges (approx KL ~0.001-0.03,
     clip fraction ~0.05-0.3). Keys name the kind of symptom, so each kind is reported once."""
     found = {}
     if stats["approx_kl"] > 0.1:
         found["kl"] = (f"approx KL {stats['approx_kl']:.3f} is far above normal (< 0.03): "
-                       f"lower the learning rate or use --kl-mode early-stop")
+                       f"lower the learning rate or stop early with --target-kl 0.01")
     if stats["clipfrac"] > 0.4:
         found["clipfrac"] = (f"clip fraction {stats['clipfrac']:.2f} is far above normal (< 0.3): "
                              f"the policy moves too far per update")
@@ -979,7 +1052,8 @@ def format_progress(step: int, total: int, sps: float, recent_return: float | No
 def new_run_folder(args: Args) -> str:
     """runs/<env>__<exp>__<seed>__<time>, made here: two runs started in the same second with the
     same name and seed get their own folders (-2, -3, ...) rather than one between them."""
-    name = f"{args.env_id.replace('/', '-')}__{args.exp_name}__{args.seed}__{int(time.time())}"
+    env = args.env_id.replace("/", "-").replace(":", "-")
+    name = f"{env}__{args.exp_name}__{args.seed}__{int(time.time())}"
     for n in itertools.count(1):
         path = os.path.join(args.run_dir, name if n == 1 else f"{name}-{n}")
         try:
@@ -1014,12 +1088,18 @@ class RunLog:
             self.steps_to_threshold = resumed["training"]["steps_to_threshold"]
             self.global_step = resumed["global_step"]
         self.checkpoint_path = os.path.join(self.run_path, "agent.pt")
+        if args.track:  # before the writer: W&B mirrors its events, so both get the same metrics
+            import wandb
+            name = os.path.basename(self.run_path)
+            wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, name=name,
+                       id=re.sub(r"[^\w-]", "-", name)[-64:], resume="allow", dir=self.run_path,
+                       config=dataclasses.asdict(args), sync_tensorboard=True)
         # resumed: TensorBoard hides what the stopped run logged after its checkpoint's step
         self.writer = SummaryWriter(self.run_path,
                                     purge_step=self.global_step + 1 if resumed else None)
         self.writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(
             f"|{key}|{value}|" for key, value in dataclasses.asdict(args).items()))
-        self.threshold = gym.spec(args.env_id).reward_threshold  # the env's "solved" level
+        self.threshold = env_spec(args.env_id).reward_threshold  # the env's "solved" level
         self.negative_ev_streak, self.shown = 0, set()
         self.interactive = sys.stdout.isatty()
         self.start, self.first_step = time.time(), self.global_step
@@ -1065,6 +1145,7 @@ class RunLog:
                 where = (f"the checkpoint could not be written ({err}); "
                          f"{self.checkpoint_path} holds the one before, if any")
             self.writer.close()
+            self.stop_tracking(exit_code=1)
             self.envs.close(terminate=True)  # the workers may be mid-step: end them, don't wait
         finally:
             for sig, handler in ignored.items():
@@ -1095,6 +1176,11 @@ class RunLog:
         if bad:
             raise NonFinite(f"the update left non-finite values in {bad[0]}")
         self.last_good = checkpoint
+
+    def stop_tracking(self, exit_code: int) -> None:
+        if self.args.track:
+            import wandb
+            wandb.finish(exit_code=exit_code)
 
     def save(self) -> int | None:
         """Writes the last good checkpoint; returns its step (None: there is none yet)."""
@@ -1171,6 +1257,7 @@ class RunLog:
             summary[f"eval_{mode}_std"] = float(returns.std())
             self.writer.add_scalar(f"eval/{mode}_return", returns.mean(), self.global_step)
         self.writer.close()
+        self.stop_tracking(exit_code=0)
         with open(os.path.join(self.run_path, "summary.json"), "w") as f:
             json.dump(summary, f)
         print(f"{args.env_id}: {self.global_step:,} steps at {sps:,.0f} SPS; evaluation over "

@@ -8,6 +8,7 @@ import argparse
 import glob
 import json
 import os
+import warnings
 from collections import defaultdict
 
 import numpy as np
@@ -79,6 +80,10 @@ def threshold_of(env_id: str, summaries: list[dict]):
 
 
 def plot(out: str, env_id: str, summaries: list[dict], threshold) -> None:
+    """Training curves (sampled actions: the mean of the last 20 training episodes) for each seed,
+    their mean and their spread over seeds, and the final greedy evaluation at the last step: the
+    mean over seeds with the seeds' spread. The two differ: the greedy policy drops the
+    exploration noise the training episodes carry."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -89,15 +94,24 @@ def plot(out: str, env_id: str, summaries: list[dict], threshold) -> None:
     for c in curves:
         plt.plot(grid, c, color="tab:blue", alpha=0.25, linewidth=0.8)
     some = ~np.isnan(curves).all(axis=0)  # before any seed has finished an episode there is no mean
-    plt.plot(grid[some], np.nanmean(curves[:, some], axis=0), color="tab:blue",
-             label=f"mean of {len(summaries)} seeds")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a grid step no seed has reached yet
+        low, high = np.nanmin(curves[:, some], axis=0), np.nanmax(curves[:, some], axis=0)
+        mean = np.nanmean(curves[:, some], axis=0)
+    plt.fill_between(grid[some], low, high, color="tab:blue", alpha=0.15,
+                     label=f"training, sampled actions: range over {len(summaries)} seeds")
+    plt.plot(grid[some], mean, color="tab:blue", label="training: mean of the last 20 episodes")
+    evals = np.array([s["eval_greedy_mean"] for s in summaries])
+    spread = [[evals.mean() - evals.min()], [evals.max() - evals.mean()]]
+    plt.errorbar([steps], [evals.mean()], yerr=spread, fmt="o", color="tab:red", capsize=4,
+                 label=f"final greedy evaluation: mean, range over seeds ({evals.mean():.1f})")
     if threshold is not None:
         plt.axhline(threshold, color="grey", linestyle="--", linewidth=0.8,
                     label=f"threshold {threshold:g}")
     plt.xlabel("environment steps")
-    plt.ylabel("episodic return (last 20 episodes)")
+    plt.ylabel("episodic return")
     plt.title(env_id)
-    plt.legend()
+    plt.legend(fontsize=7, loc="lower right")
     plt.tight_layout()
     name = env_id.replace(" [", "-").rstrip("]").replace(" ", "-")
     plt.savefig(os.path.join(out, f"{name}.png"), dpi=100)

@@ -109,15 +109,29 @@ def collected(script, **overrides):
     return args, agent, rollout, adv, ret
 
 
-@pytest.mark.parametrize("kl_mode", ["clip", "early-stop", "penalty"])
-def test_kl_modes(script, kl_mode):
-    args, agent, rollout, adv, ret = collected(script, kl_mode=kl_mode, target_kl=1e-9,
+# (--kl-mode, --target-kl, whether the epochs stop early): --target-kl alone turns early stopping
+# on, as CleanRL's flag does; 'early-stop' is that with a target of 0.01 by default; the penalty
+# aims at the target and never stops early
+KL_CASES = [("clip", None, False), ("clip", 1e-9, True), ("early-stop", 1e-9, True),
+            ("penalty", 1e-9, False)]
+
+
+@pytest.mark.parametrize("kl_mode,target_kl,stops", KL_CASES)
+def test_kl_modes(script, kl_mode, target_kl, stops):
+    args, agent, rollout, adv, ret = collected(script, kl_mode=kl_mode, target_kl=target_kl,
                                                learning_rate=1e-2)
+    assert args.early_stop == stops
     optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5)
     stats = script.update(agent, optimizer, rollout, adv, ret, args, 1.0, CPU)
     assert all(np.isfinite(v) for v in stats.values())
     # early stop quits after the first minibatch that passes the (absurdly low) target
-    assert stats["epochs"] == (1 if kl_mode == "early-stop" else args.update_epochs)
+    assert stats["epochs"] == (1 if stops else args.update_epochs)
+
+
+def test_the_kl_target_defaults_to_0_01_where_a_mode_needs_one(script):
+    assert script.Args(kl_mode="penalty").kl_target == 0.01
+    assert script.Args(kl_mode="early-stop").early_stop and script.Args().kl_target == 0.01
+    assert not script.Args().early_stop and script.Args(target_kl=0.02).kl_target == 0.02
 
 
 def test_the_entropy_bonus_raises_the_entropy(script):

@@ -18,7 +18,8 @@ DISCRETE = {"ppo", "ppo_atari_carracing"}
 # The same code, docstrings included, in every script that defines it.
 SHARED = {
     # the algorithm
-    "make_vector_env": ALL, "layer_init": ALL, "categorical_entropy": DISCRETE,
+    "env_spec": ALL, "make_vector_env": ALL, "layer_init": ALL, "categorical_entropy": DISCRETE,
+    "keep_default_init": {"ppo", "ppo_continuous"},
     "compute_gae": ALL, "adapt_kl_beta": ALL,
     "NORM_CLIP": ALL, "RunningMeanStd": ALL, "RewardScaler": ALL, "Rollout": ALL,
     "finished_episodes": ALL, "collect_rollout": ALL,
@@ -33,7 +34,7 @@ SHARED = {
     "read_checkpoint": ALL, "load_checkpoint": ALL, "resume_settings": ALL, "restore": ALL,
     "write_video": ALL, "RecordFirstEpisode": ALL, "evaluate": ALL, "evaluate_checkpoint": ALL,
     "health_warnings": ALL, "format_progress": ALL, "new_run_folder": ALL, "RunLog": ALL,
-    "raise_keyboard_interrupt": ALL, "main": ALL,
+    "raise_keyboard_interrupt": ALL, "require_display": ALL, "main": ALL,
 }
 
 # What is meant to differ: the point of each script (its settings, env, agent and distribution),
@@ -52,7 +53,8 @@ DIFFERS = {
 
 # Everything after train(): a reader who stops at the end of train() has read the algorithm.
 PLUMBING = {name for name, scripts in SHARED.items() if scripts == ALL} - {
-    "make_vector_env", "layer_init", "compute_gae", "adapt_kl_beta", "NORM_CLIP", "RunningMeanStd",
+    "env_spec", "make_vector_env", "layer_init", "compute_gae", "adapt_kl_beta", "NORM_CLIP",
+    "RunningMeanStd",
     "RewardScaler", "Rollout", "finished_episodes", "collect_rollout", "normalize_advantages",
     "policy_loss", "value_loss", "approx_kl", "explained_variance", "update",
 } | {"MIN_FRAME_SIZE", "validate_args", "check_env_id"}

@@ -1,0 +1,55 @@
+"""benchmark.sh's Python (benchmark/): the report's table and plots from a folder of runs, and the
+one-line hint when the packages are missing. The runs themselves are the scripts' (tested
+elsewhere); what is checked here is what the report makes of their summary.json files."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT
+
+sys.path.insert(0, os.path.join(ROOT, "benchmark"))
+import report  # noqa: E402
+
+
+def fake_run(out, task, seed, returns, greedy, sps):
+    run = out / "runs" / task / f"{task}__bench__{seed}"
+    run.mkdir(parents=True)
+    episodes = [[100 * (i + 1), r, int(r)] for i, r in enumerate(returns)]
+    summary = {"env_id": task.split(":")[0], "seed": seed, "global_step": 100 * len(returns),
+               "sps": sps, "steps_to_threshold": None, "reward_threshold": 475.0,
+               "episodes": episodes, "eval_greedy_mean": greedy, "eval_greedy_std": 1.0}
+    (run / "summary.json").write_text(json.dumps(summary))
+
+
+def test_the_report_tables_each_task_and_plots_training_and_evaluation(tmp_path, monkeypatch):
+    fake_run(tmp_path, "CartPole-v1", 1, [10.0] * 30, 480.0, 1000.0)
+    fake_run(tmp_path, "CartPole-v1", 2, [20.0] * 30, 470.0, 3000.0)
+    (tmp_path / "jobs.txt").write_text(
+        "ppo.py --env-id CartPole-v1 --seed 1 --run-dir x/runs/CartPole-v1 --eval-episodes 100\n")
+    (tmp_path / "env_sps.txt").write_text("CartPole-v1 4000\nCartPole-v1 4000\n")
+    monkeypatch.setattr(sys, "argv", ["report.py", str(tmp_path), "--jobs", "2"])
+    report.main()
+    table = (tmp_path / "results.md").read_text()
+    row = next(line for line in table.splitlines() if line.startswith("| CartPole-v1 |"))
+    # mean and std of the two seeds' greedy evaluations, the worst seed, mean SPS, ratio to env
+    assert "| 475.0 +- 5.0 | 470.0 |" in row and "| 2,000 | 4,000 | 0.50 |" in row, row
+    assert "up to 2 runs side by side" in table
+    assert (tmp_path / "CartPole-v1.png").stat().st_size > 10_000
+
+
+def test_benchmark_sh_without_the_packages_is_one_line(tmp_path):
+    result = subprocess.run(["bash", os.path.join(ROOT, "benchmark.sh"), "--quick"],
+                            env=dict(os.environ, PYTHON="/bin/false"), capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 2
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("benchmark.sh: error: /bin/false lacks the project's packages")
+
+
+@pytest.mark.parametrize("values,expected", [([1.0, 2.0, 3.0], [1.0, 1.5, 2.0])])
+def test_the_curve_is_the_mean_of_the_last_20_returns_so_far(values, expected):
+    summary = {"episodes": [[100 * (i + 1), v, 1] for i, v in enumerate(values)]}
+    assert list(report.curve(summary, [100, 200, 300])) == expected
