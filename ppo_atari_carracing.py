@@ -1160,21 +1160,26 @@ def restore(checkpoint: dict, agent: Agent, optimizer: torch.optim.Optimizer,
 
 
 def write_video(path: str, frames: list[np.ndarray], fps: float) -> None:
-    import cv2  # only needed for --capture-video
+    """H.264 in an mp4, which browsers, TensorBoard and W&B play, through imageio's ffmpeg plugin
+    (its wheel carries ffmpeg). Frames are padded to even sizes, as the yuv420p format needs."""
+    import imageio  # only needed for --capture-video
     height, width = frames[0].shape[:2]
-    writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height))
-    for frame in frames:
-        writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
-    writer.release()
+    pad = ((0, height % 2), (0, width % 2), (0, 0))
+    imageio.mimwrite(path, [np.pad(frame, pad, mode="edge") for frame in frames], fps=fps,
+                     codec="libx264", pixelformat="yuv420p", macro_block_size=1)
 
 
 class RecordFirstEpisode(gym.Wrapper):
     """Records the env's rendered frames until its first episode ends, then writes them as an mp4.
-    It runs inside the env's own process, so the video also works with async envs."""
+    It runs inside the env's own process, so the video also works with async envs. A video that
+    cannot be written is said in one line on stderr, never silently missing."""
 
     def __init__(self, env: gym.Env, path: str, fps: float):
         super().__init__(env)
         self.path, self.fps, self.frames, self.done = path, fps, [], False
+        # frames for a file need no display: SDL (pygame's renderer) would otherwise look for one
+        # and print an XDG_RUNTIME_DIR error where there is none
+        os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
 
     def reset(self, **kwargs):
         result = self.env.reset(**kwargs)
@@ -1187,9 +1192,19 @@ class RecordFirstEpisode(gym.Wrapper):
         if not self.done:
             self.frames.append(self.env.render())
             if terminated or truncated:
-                write_video(self.path, self.frames, self.fps)
+                try:
+                    write_video(self.path, self.frames, self.fps)
+                except Exception as err:  # a missing codec or a full disk costs the video only
+                    print(f"{SCRIPT}: warning: could not write the video {self.path}: "
+                          f"{type(err).__name__}: {err}", file=sys.stderr)
                 self.done, self.frames = True, []
         return obs, reward, terminated, truncated, info
+
+
+def video_path(folder: str, step: int) -> str:
+    """The first greedy evaluation episode's video, named after the training step of the agent it
+    shows, so each evaluation keeps its own."""
+    return os.path.join(folder, f"eval-greedy-step-{step}.mp4")
 
 
 def evaluate(agent: Agent, args: Args, episodes: int, greedy: bool, seed: int,
@@ -1243,8 +1258,9 @@ def evaluate_checkpoint(args: Args) -> dict:
                 "eval_greedy_mean": float(returns.mean()), "eval_greedy_std": float(returns.std())}
     video = None
     if args.capture_video:
-        video = os.path.join(os.path.dirname(os.path.abspath(args.eval_checkpoint)),
-                             "eval-greedy.mp4")
+        folder = os.path.dirname(os.path.abspath(args.eval_checkpoint))
+        step = read_checkpoint(args.eval_checkpoint, "--eval-checkpoint")["global_step"]
+        video = video_path(folder, step)
     result = {"env_id": train_args.env_id, "checkpoint": args.eval_checkpoint}
     for mode in ("greedy", "sampled"):
         returns = evaluate(agent, train_args, args.eval_episodes, mode == "greedy",
@@ -1253,7 +1269,7 @@ def evaluate_checkpoint(args: Args) -> dict:
         result[f"eval_{mode}_std"] = float(returns.std())
         print(f"{train_args.env_id} {mode:>7}: {returns.mean():.2f} +- {returns.std():.2f} "
               f"over {len(returns)} episodes")
-    if video:
+    if video and os.path.isfile(video):
         print(f"video of the first greedy episode: {video}")
     return result
 
@@ -1496,7 +1512,7 @@ class RunLog:
         for mode in ("greedy", "sampled"):
             video = None
             if args.capture_video and mode == "greedy":
-                video = os.path.join(self.run_path, "eval-greedy.mp4")
+                video = video_path(self.run_path, self.global_step)
             returns = evaluate(self.agent, args, args.eval_episodes, mode == "greedy",
                                args.seed + 100_000, device, video)
             summary[f"eval_{mode}_mean"] = float(returns.mean())
