@@ -955,7 +955,7 @@ class RecordFirstEpisode(gym.Wrapper):
         return obs, reward, terminated, truncated, info
 
 
-def video_path(folder: str, step: int) -> str:
+def eval_video_path(folder: str, step: int) -> str:
     """The first greedy evaluation episode's video, named after the training step of the agent it
     shows, so each evaluation keeps its own."""
     return os.path.join(folder, f"eval-greedy-step-{step}.mp4")
@@ -1014,7 +1014,7 @@ def evaluate_checkpoint(args: Args) -> dict:
     if args.capture_video:
         folder = os.path.dirname(os.path.abspath(args.eval_checkpoint))
         step = read_checkpoint(args.eval_checkpoint, "--eval-checkpoint")["global_step"]
-        video = video_path(folder, step)
+        video = eval_video_path(folder, step)
     result = {"env_id": train_args.env_id, "checkpoint": args.eval_checkpoint}
     for mode in ("greedy", "sampled"):
         returns = evaluate(agent, train_args, args.eval_episodes, mode == "greedy",
@@ -1266,7 +1266,7 @@ class RunLog:
         for mode in ("greedy", "sampled"):
             video = None
             if args.capture_video and mode == "greedy":
-                video = video_path(self.run_path, self.global_step)
+                video = eval_video_path(self.run_path, self.global_step)
             returns = evaluate(self.agent, args, args.eval_episodes, mode == "greedy",
                                args.seed + 100_000, device, video)
             summary[f"eval_{mode}_mean"] = float(returns.mean())
