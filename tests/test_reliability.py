@@ -367,7 +367,7 @@ def interrupt_after(script, monkeypatch, stop_at):
 
 def test_an_interrupted_run_resumes_to_its_end_on_its_schedule(tmp_path, script, monkeypatch):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-    args = tiny(script, run_dir=str(tmp_path), total_timesteps=4 * TINY_BATCH(script))
+    args = tiny(script, run_dir=str(tmp_path), total_timesteps=4 * tiny(script).batch_size)
     interrupt_after(script, monkeypatch, 2)
     with pytest.raises(script.RunStopped) as stop:
         script.train(args)
@@ -389,11 +389,6 @@ def test_an_interrupted_run_resumes_to_its_end_on_its_schedule(tmp_path, script,
     # the episodes before the stop are kept, those after follow them
     assert [tuple(e) for e in before] == summary["episodes"][:len(before)]
     assert all(step > 2 * args.batch_size for step, _, _ in summary["episodes"][len(before):])
-
-
-def TINY_BATCH(script):
-    args = tiny(script)
-    return args.num_envs * args.num_steps
 
 
 def test_cartpole_interrupted_halfway_and_resumed_still_learns(tmp_path, monkeypatch):
