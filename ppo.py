@@ -150,7 +150,8 @@ class Args:
     """with --eval-checkpoint: play the agent's greedy episodes in a window, one env at a time
     (needs a display; on a server, --capture-video writes them as mp4 instead)"""
     capture_video: bool = False
-    """record the first greedy evaluation episode as an mp4 file"""
+    """write mp4 videos into the run folder: training episodes of env 0 (episodes 0, 1, 8, 27, ...,
+    then every 1000th) and the first greedy evaluation episode"""
 
     # --- derived settings, computed in one place ---
     @property
@@ -189,7 +190,8 @@ def env_spec(env_id: str) -> gym.envs.registration.EnvSpec:
     return gym.spec(name)
 
 
-def make_env(args: Args, training: bool = True, video_path: str | None = None):
+def make_env(args: Args, training: bool = True, record: Callable[[int], bool] | None = None,
+             video_prefix: str | None = None):
     """A thunk that makes one env. gym.make adds the TimeLimit that produces `truncated`;
     RecordEpisodeStatistics reports each finished episode's raw return and length. `training`
     changes nothing here: these tasks have no training-only wrapper (ppo_atari_carracing.py has)."""
@@ -199,22 +201,28 @@ def make_env(args: Args, training: bool = True, video_path: str | None = None):
         ignore_ctrl_c_in_worker(creator)
         # render_mode only when asked for: an env of one's own may not take the argument
         render = {"render_mode": "human" if args.watch else "rgb_array"}
-        env = gym.make(args.env_id, **(render if args.watch or video_path else {}))
+        env = gym.make(args.env_id, **(render if args.watch or record else {}))
         env = gym.wrappers.RecordEpisodeStatistics(env)
-        if video_path is not None:
-            env = RecordFirstEpisode(env, video_path, env.metadata.get("render_fps") or 30)
+        if record is not None:
+            fps = env.metadata.get("render_fps") or 30
+            env = RecordEpisodes(env, record, video_prefix, fps)
         return env
     return thunk
 
 
 def make_vector_env(args: Args, num_envs: int, training: bool = True,
-                    video_path: str | None = None) -> gym.vector.VectorEnv:
+                    video_prefix: str | None = None) -> gym.vector.VectorEnv:
     """SAME_STEP autoreset: when an episode ends, `step` returns the first observation of the
     next episode and puts the true last observation in info["final_obs"]. So every stored
     transition (obs_t, a_t, r_t) lies inside one episode, and a truncated episode can still be
     bootstrapped from V(final_obs). (gymnasium's default NEXT_STEP mode would instead spend one
-    step per reset on a transition that crosses the boundary and must be masked out.)"""
-    thunks = [make_env(args, training, video_path if i == 0 else None) for i in range(num_envs)]
+    step per reset on a transition that crosses the boundary and must be masked out.)
+    Videos come from env 0: in training with --capture-video, episodes on video_schedule; in
+    evaluation, given a video_prefix, the first episode."""
+    record = (video_schedule if training and args.capture_video
+              else (lambda episode: episode == 0) if video_prefix is not None else None)
+    thunks = [make_env(args, training, record if i == 0 else None, video_prefix)
+              for i in range(num_envs)]
     vector_cls = gym.vector.AsyncVectorEnv if args.async_envs else gym.vector.SyncVectorEnv
     return vector_cls(thunks, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
 
@@ -923,46 +931,61 @@ def write_video(path: str, frames: list[np.ndarray], fps: float) -> None:
                      codec="libx264", pixelformat="yuv420p", macro_block_size=1)
 
 
-class RecordFirstEpisode(gym.Wrapper):
-    """Records the env's rendered frames until its first episode ends, then writes them as an mp4.
-    It runs inside the env's own process, so the video also works with async envs. A video that
-    cannot be written is said in one line on stderr, never silently missing."""
+def video_schedule(episode: int) -> bool:
+    """Which training episodes --capture-video records (of env 0, numbered from 0): CleanRL's and
+    gymnasium's capped cubic schedule, 0, 1, 8, 27, ..., 729, then every thousandth, so a long run
+    shows its progress without filling the disk."""
+    if episode < 1000:
+        return round(episode ** (1 / 3)) ** 3 == episode
+    return episode % 1000 == 0
 
-    def __init__(self, env: gym.Env, path: str, fps: float):
+
+class RecordEpisodes(gym.Wrapper):
+    """Records the rendered frames of the episodes `record(episode)` picks and writes each, when
+    it ends, as `<video_prefix>-episode-<episode>.mp4`. It runs inside the env's own process, so
+    it also works with async envs. Nothing is recorded while video_prefix is None: a training
+    run's folder is made after its envs, and RunLog then sets it. A video that cannot be written
+    is said in one line on stderr, never silently missing."""
+
+    def __init__(self, env: gym.Env, record: Callable[[int], bool], video_prefix: str | None,
+                 fps: float):
         super().__init__(env)
-        self.path, self.fps, self.frames, self.done = path, fps, [], False
+        self.record, self.video_prefix, self.fps = record, video_prefix, fps
+        self.episode, self.frames = -1, None
         # frames for a file need no display: SDL (pygame's renderer) would otherwise look for one
         # and print an XDG_RUNTIME_DIR error where there is none
         os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
 
     def reset(self, **kwargs):
         result = self.env.reset(**kwargs)
-        if not self.done:
-            self.frames = [self.env.render()]
+        self.episode += 1
+        recording = self.video_prefix is not None and self.record(self.episode)
+        self.frames = [self.env.render()] if recording else None
         return result
 
     def step(self, action):
         obs, reward, terminated, truncated, info = self.env.step(action)
-        if not self.done:
+        if self.frames is not None:
             self.frames.append(self.env.render())
             if terminated or truncated:
+                path = f"{self.video_prefix}-episode-{self.episode}.mp4"
                 try:
-                    write_video(self.path, self.frames, self.fps)
+                    write_video(path, self.frames, self.fps)
                 except Exception as err:  # a missing codec or a full disk costs the video only
-                    print(f"{SCRIPT}: warning: could not write the video {self.path}: "
+                    print(f"{SCRIPT}: warning: could not write the video {path}: "
                           f"{type(err).__name__}: {err}", file=sys.stderr)
-                self.done, self.frames = True, []
+                self.frames = None
         return obs, reward, terminated, truncated, info
 
 
-def eval_video_path(folder: str, step: int) -> str:
-    """The first greedy evaluation episode's video, named after the training step of the agent it
-    shows, so each evaluation keeps its own."""
-    return os.path.join(folder, f"eval-greedy-step-{step}.mp4")
+def eval_video_prefix(folder: str, step: int) -> str:
+    """The first greedy evaluation episode's video is <prefix>-episode-0.mp4, named after the
+    training step of the agent it shows, so each evaluation keeps its own."""
+    return os.path.join(folder, f"eval-greedy-step-{step}")
 
 
 def evaluate(agent: Agent, args: Args, episodes: int, greedy: bool, seed: int,
-             device: torch.device, video_path: str | None = None) -> np.ndarray:
+             device: torch.device, video_prefix: str | None = None) -> np.ndarray:
     """Raw return of `episodes` whole episodes on the env without its training-only wrappers,
     the observation statistics frozen. Each env plays a quota of consecutive episodes fixed
     before any starts (counting whichever finish first would favour the short ones): in-process
@@ -970,7 +993,7 @@ def evaluate(agent: Agent, args: Args, episodes: int, greedy: bool, seed: int,
     Seeds differ from training's, so the agent is scored on episodes it has not trained on. An
     episode whose return is not finite still ends: its return is reported as NaN or inf."""
     n = 1 if args.watch else min(episodes, args.num_envs) if args.async_envs else episodes
-    envs = make_vector_env(args, n, training=False, video_path=video_path)
+    envs = make_vector_env(args, n, training=False, video_prefix=video_prefix)
     quota = [episodes // n + (i < episodes % n) for i in range(n)]
     returns: list[list[float]] = [[] for _ in range(n)]
     obs, _ = envs.reset(seed=seed)
@@ -1014,7 +1037,7 @@ def evaluate_checkpoint(args: Args) -> dict:
     if args.capture_video:
         folder = os.path.dirname(os.path.abspath(args.eval_checkpoint))
         step = read_checkpoint(args.eval_checkpoint, "--eval-checkpoint")["global_step"]
-        video = eval_video_path(folder, step)
+        video = eval_video_prefix(folder, step)
     result = {"env_id": train_args.env_id, "checkpoint": args.eval_checkpoint}
     for mode in ("greedy", "sampled"):
         returns = evaluate(agent, train_args, args.eval_episodes, mode == "greedy",
@@ -1023,8 +1046,8 @@ def evaluate_checkpoint(args: Args) -> dict:
         result[f"eval_{mode}_std"] = float(returns.std())
         print(f"{train_args.env_id} {mode:>7}: {returns.mean():.2f} +- {returns.std():.2f} "
               f"over {len(returns)} episodes")
-    if video and os.path.isfile(video):
-        print(f"video of the first greedy episode: {video}")
+    if video and os.path.isfile(f"{video}-episode-0.mp4"):
+        print(f"video of the first greedy episode: {video}-episode-0.mp4")
     return result
 
 
@@ -1104,6 +1127,10 @@ class RunLog:
             self.steps_to_threshold = resumed["training"]["steps_to_threshold"]
             self.global_step = resumed["global_step"]
         self.checkpoint_path = os.path.join(self.run_path, "agent.pt")
+        if args.capture_video:  # training episodes' videos, recorded by env 0 (make_vector_env)
+            prefix = "train" if resumed is None else f"train-resumed-at-step-{self.global_step}"
+            envs.set_attr("video_prefix", [os.path.join(self.run_path, prefix)]
+                          + [None] * (envs.num_envs - 1))
         if args.track:  # before the writer: W&B mirrors its events, so both get the same metrics
             import wandb
             name = os.path.basename(self.run_path)
@@ -1266,7 +1293,7 @@ class RunLog:
         for mode in ("greedy", "sampled"):
             video = None
             if args.capture_video and mode == "greedy":
-                video = eval_video_path(self.run_path, self.global_step)
+                video = eval_video_prefix(self.run_path, self.global_step)
             returns = evaluate(self.agent, args, args.eval_episodes, mode == "greedy",
                                args.seed + 100_000, device, video)
             summary[f"eval_{mode}_mean"] = float(returns.mean())

@@ -189,10 +189,35 @@ def video_codec(path: str) -> str:
     return probe.stderr.split("Video: ", 1)[1].split()[0] if "Video: " in probe.stderr else ""
 
 
-def test_async_envs_and_an_h264_video_named_after_its_step(tmp_path, script):
+def test_async_envs_and_h264_videos_of_training_and_evaluation(tmp_path, script):
     summary = script.train(tiny(script, run_dir=str(tmp_path), async_envs=True, capture_video=True))
-    video = os.path.join(summary["run_dir"], f"eval-greedy-step-{summary['global_step']}.mp4")
-    assert video_codec(video) == "h264"  # what browsers, TensorBoard and W&B play
+    step = summary["global_step"]
+    evaluation = os.path.join(summary["run_dir"], f"eval-greedy-step-{step}-episode-0.mp4")
+    assert video_codec(evaluation) == "h264"  # what browsers, TensorBoard and W&B play
+    training = os.path.join(summary["run_dir"], "train-episode-0.mp4")  # env 0's first episode
+    assert video_codec(training) == "h264"
+
+
+def test_training_videos_are_env_0s_episodes_on_the_schedule(tmp_path, script):
+    args = tiny(script, num_envs=2, async_envs=False, capture_video=True)
+    envs = script.make_vector_env(args, args.num_envs)
+    envs.set_attr("video_prefix", [str(tmp_path / "train"), None])  # as RunLog does
+    envs.reset(seed=0)
+    ended = 0
+    while ended < 10:
+        _, _, terminated, truncated, _ = envs.step(envs.action_space.sample())
+        ended += bool(terminated[0] or truncated[0])
+    envs.close()
+    videos = ["train-episode-0.mp4", "train-episode-1.mp4", "train-episode-8.mp4"]
+    assert sorted(os.listdir(tmp_path)) == videos
+
+
+@pytest.mark.parametrize("episode,recorded", [(0, True), (1, True), (2, False), (7, False),
+                                              (8, True), (27, True), (28, False), (729, True),
+                                              (999, False), (1000, True), (1001, False),
+                                              (2000, True), (2744, False), (3000, True)])
+def test_training_videos_follow_cleanrls_capped_cubic_schedule(script, episode, recorded):
+    assert script.video_schedule(episode) is recorded
 
 
 def test_a_video_that_cannot_be_written_is_one_warning_line(tmp_path, script, monkeypatch, capfd):
@@ -200,9 +225,14 @@ def test_a_video_that_cannot_be_written_is_one_warning_line(tmp_path, script, mo
         raise OSError(28, "No space left on device")
     monkeypatch.setattr(script, "write_video", broken)
     summary = script.train(tiny(script, run_dir=str(tmp_path), capture_video=True))
-    [line] = [l for l in capfd.readouterr().err.splitlines() if "video" in l]
-    assert line.startswith(f"{script.__name__}.py: warning: could not write the video ")
-    assert "No space left on device" in line and np.isfinite(summary["eval_greedy_mean"])
+    lines = [l for l in capfd.readouterr().err.splitlines() if "video" in l]
+    videos = [line.split()[7] for line in lines]  # one line per video: training's, evaluation's
+    assert len(set(videos)) == len(videos) and videos[0].endswith("train-episode-0.mp4:")
+    assert videos[-1].endswith(f"eval-greedy-step-{summary['global_step']}-episode-0.mp4:")
+    for line in lines:
+        assert line.startswith(f"{script.__name__}.py: warning: could not write the video ")
+        assert line.endswith("OSError: [Errno 28] No space left on device")
+    assert np.isfinite(summary["eval_greedy_mean"])
 
 
 def test_capture_video_prints_no_stray_lines(tmp_path):
@@ -214,7 +244,7 @@ def test_capture_video_prints_no_stray_lines(tmp_path):
     result = subprocess.run([sys.executable, os.path.join(ROOT, "ppo.py"), *flags], cwd=tmp_path,
                             env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0 and result.stderr == "", result.stderr
-    [video] = glob.glob(str(tmp_path / "runs" / "*" / "eval-greedy-step-256.mp4"))
+    [video] = glob.glob(str(tmp_path / "runs" / "*" / "eval-greedy-step-256-episode-0.mp4"))
     assert video_codec(video) == "h264"
 
 

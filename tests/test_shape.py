@@ -32,8 +32,8 @@ SHARED = {
     "reset_seed": ALL, "ignore_ctrl_c_in_worker": ALL, "on_cpu": ALL, "random_states": ALL,
     "set_random_states": ALL, "make_checkpoint": ALL, "save_checkpoint": ALL,
     "read_checkpoint": ALL, "load_checkpoint": ALL, "resume_settings": ALL, "restore": ALL,
-    "write_video": ALL, "RecordFirstEpisode": ALL, "eval_video_path": ALL, "evaluate": ALL,
-    "evaluate_checkpoint": ALL,
+    "write_video": ALL, "video_schedule": ALL, "RecordEpisodes": ALL, "eval_video_prefix": ALL,
+    "evaluate": ALL, "evaluate_checkpoint": ALL,
     "health_warnings": ALL, "format_progress": ALL, "new_run_folder": ALL, "RunLog": ALL,
     "raise_keyboard_interrupt": ALL, "require_display": ALL, "main": ALL,
 }
