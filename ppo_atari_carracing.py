@@ -31,6 +31,10 @@ frames of the simulator. Every return reported is the sum of the env's own, uncl
 evaluation over whole, unmodified episodes; in the training curves over the training episodes,
 which the optional cut-off (--negative-reward-cutoff) may end early.
 
+Several processes train one agent under torchrun exactly as in ppo.py (see its docstring):
+--num-envs and --total-timesteps count over all processes, gradients are averaged at every
+minibatch step, and only the first process writes.
+
 How to read it: top to bottom, the algorithm first and in one piece: `Args`, the environment (the
 frame wrappers), the agent (the Nature CNN with a categorical or Beta head), the PPO math as pure
 functions, the two phases of an iteration (collect, then update), and `train`, which is
@@ -40,6 +44,7 @@ as ppo.py's.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib.util
 import itertools
@@ -61,6 +66,7 @@ import cv2
 import gymnasium as gym
 import numpy as np
 import torch
+import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
 import tyro
@@ -78,9 +84,10 @@ class Args:
     cuda: bool = False
     """train on the GPU when one is available (falls back to the CPU with a notice)"""
     torch_threads: int = 0
-    """torch intra-op threads for the update, while the env workers wait: 0 means one per core.
-    Collecting the rollout always uses one, leaving the cores to the env workers (a thread pool
-    that spins while they step slows them down). The count changes results at a fixed seed"""
+    """torch intra-op threads for the update, while the env workers wait: 0 means one per core
+    (under torchrun, one per core of this machine's share). Collecting the rollout always uses
+    one, leaving the cores to the env workers (a thread pool that spins while they step slows them
+    down). The count changes results at a fixed seed"""
     run_dir: str = "runs"
     """folder in which each run gets its own sub-folder (TensorBoard events, checkpoint, summary)"""
     track: bool = False
@@ -99,12 +106,12 @@ class Args:
     discrete actions with a categorical policy. Discrete is the default because it learned
     faster in the benchmark here (README); Atari games are always discrete"""
     num_envs: int = 8
-    """number of parallel environments"""
+    """number of parallel environments (under torchrun: over all processes, a multiple of them)"""
     async_envs: bool = True
     """step the envs in subprocesses (gymnasium AsyncVectorEnv): rendering a frame is the
     bottleneck, so this is what keeps every core busy"""
     total_timesteps: int = 1_000_000
-    """total agent steps (over all envs) to train for; each is action_repeat frames"""
+    """total agent steps (over all envs and processes) to train for; each is action_repeat frames"""
     frame_size: int = 84
     """frames are resized to frame_size x frame_size grey-scale (at least 36 for the Nature CNN)"""
     frame_stack: int = 4
@@ -559,6 +566,74 @@ def adapt_kl_beta(beta: float, kl: float, target_kl: float) -> float:
 
 
 # =================================================================================================
+# Several processes (torchrun): one agent, each process stepping its share of the envs
+# =================================================================================================
+
+def process_place() -> tuple[int, int]:
+    """(global rank, number of processes) as torchrun sets them; (0, 1) for plain python."""
+    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def join_processes(args: Args) -> None:
+    """Under torchrun, join the other processes: gloo on CPU, nccl with --cuda (each process on
+    cuda:LOCAL_RANK). From here on every collective below runs in all of them, in the same order."""
+    if process_place()[1] > 1 and not dist.is_initialized():
+        nccl = args.cuda and torch.cuda.is_available()
+        if nccl:
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        dist.init_process_group("nccl" if nccl else "gloo")
+
+
+@contextlib.contextmanager
+def collective():
+    """Around each exchange between processes: one that fails means another process has stopped
+    (it says why, and torchrun stops the rest)."""
+    try:
+        yield
+    except RuntimeError as err:
+        raise ProcessLost("another torchrun process stopped") from err
+
+
+def mean_over_processes(x: torch.Tensor) -> torch.Tensor:
+    """The mean of x over the processes (x itself in a process of its own)."""
+    if not dist.is_initialized():
+        return x
+    total = x.detach().clone()
+    with collective():
+        dist.all_reduce(total)
+    return total / dist.get_world_size()
+
+
+def average_gradients(params: list[nn.Parameter]) -> None:
+    """Each gradient replaced by its mean over the processes, in one all-reduce of them all laid
+    end to end: every process then takes the same step, and the weights stay identical."""
+    if not dist.is_initialized():
+        return
+    grads = [p.grad for p in params if p.grad is not None]
+    mean = mean_over_processes(torch.cat([g.reshape(-1) for g in grads]))
+    for grad, part in zip(grads, mean.split([g.numel() for g in grads])):
+        grad.copy_(part.view_as(grad))
+
+
+def start_alike(agent: nn.Module) -> None:
+    """Every process starts from the first process's weights and statistics."""
+    if dist.is_initialized():
+        with collective():
+            for tensor in agent.state_dict().values():
+                dist.broadcast(tensor, 0)
+
+
+def gather_over_processes(items: list) -> list:
+    """Every process's list, joined in rank order, in every process."""
+    if not dist.is_initialized():
+        return items
+    lists = [None] * dist.get_world_size()
+    with collective():
+        dist.all_gather_object(lists, items)
+    return [item for part in lists for item in part]
+
+
+# =================================================================================================
 # Collect: run the policy for num_steps steps in each env
 # =================================================================================================
 
@@ -583,7 +658,12 @@ class RunningMeanStd(nn.Module):
     def update(self, batch: torch.Tensor) -> None:
         batch = batch.reshape(-1, *self.mean.shape).to(torch.float64)
         batch_var, batch_mean = torch.var_mean(batch, 0, correction=0)
-        count, n = self.count.item(), batch.shape[0]
+        n = batch.shape[0]
+        if dist.is_initialized():  # torchrun: the batch of every process, so all normalise alike
+            moments = mean_over_processes(torch.stack([batch_mean, batch_var + batch_mean ** 2]))
+            batch_mean, batch_var = moments[0], (moments[1] - moments[0] ** 2).clamp(min=0)
+            n *= dist.get_world_size()
+        count = self.count.item()
         total = count + n
         delta = batch_mean - self.mean
         # in place (so the buffers stay ordinary tensors under torch.inference_mode), with python
@@ -698,8 +778,13 @@ def collect_rollout(agent: Agent, envs: gym.vector.VectorEnv, obs: np.ndarray, r
 
 def normalize_advantages(advantages: torch.Tensor) -> torch.Tensor:
     """Per-minibatch advantage normalisation (detail 7): keeps the loss scale steady across
-    tasks."""
-    return (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+    tasks. Under torchrun, by the mean and std of the whole minibatch, every process's part."""
+    if not dist.is_initialized():
+        return (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+    n = advantages.numel() * dist.get_world_size()
+    mean, square = mean_over_processes(torch.stack([advantages.mean(), advantages.square().mean()]))
+    std = ((square - mean ** 2) * n / (n - 1)).clamp(min=0).sqrt()  # unbiased, as torch's std
+    return (advantages - mean) / (std + 1e-8)
 
 
 def policy_loss(new_logprob: torch.Tensor, old_logprob: torch.Tensor, advantages: torch.Tensor,
@@ -749,25 +834,36 @@ def update(agent: Agent, optimizer: torch.optim.Optimizer, rollout: Rollout,
            advantages: np.ndarray, returns: np.ndarray, args: Args, kl_beta: float,
            device: torch.device) -> dict:
     """Several epochs of minibatch gradient steps on the PPO loss. Returns statistics of the
-    last epoch completed (the state the policy ends in)."""
+    last epoch in which a step was taken (the state the policy ends in), averaged over the
+    processes; in penalty mode also update_kl, the KL the whole update made, which the paper's
+    adaptive coefficient follows. Under torchrun each process holds its share of the batch and of
+    every minibatch, and the gradients are averaged before each step."""
+    batch_size = rollout.rewards.size  # this process's share (all of it, run alone)
+    minibatch_size = batch_size // args.num_minibatches
+
     def flat(array):
-        return torch.from_numpy(array.reshape(args.batch_size, *array.shape[2:])).to(device)
+        return torch.from_numpy(array.reshape(batch_size, *array.shape[2:])).to(device)
     b_obs, b_actions, b_logprobs = flat(rollout.obs), flat(rollout.actions), flat(rollout.logprobs)
     b_values, b_advantages, b_returns = flat(rollout.values), flat(advantages), flat(returns)
 
     clip = args.clip_coef if args.kl_mode != "penalty" else None
     params = list(agent.parameters())
-    stop = False
+    stop, stepped = False, None
     for epoch in range(args.update_epochs):
         stats = {key: [] for key in ("policy_loss", "value_loss", "entropy", "old_approx_kl",
                                      "approx_kl", "clipfrac")}
-        permutation = torch.randperm(args.batch_size, device=device)
-        for start in range(0, args.batch_size, args.minibatch_size):
-            mb = permutation[start:start + args.minibatch_size]
+        permutation = torch.randperm(batch_size, device=device)
+        for start in range(0, batch_size, minibatch_size):
+            mb = permutation[start:start + minibatch_size]
             _, new_logprob, entropy, new_value = agent.get_action_and_value(b_obs[mb],
                                                                             b_actions[mb])
             logratio = new_logprob - b_logprobs[mb]
             old_kl, kl = approx_kl(logratio)
+            # early stop (OpenAI Spinning Up's PPO): once the policy has moved as far as the
+            # target, before the next step rather than after it
+            stop = args.early_stop and mean_over_processes(kl).item() > args.kl_target
+            if stop:
+                break
 
             mb_advantages = b_advantages[mb]
             if args.norm_adv:
@@ -783,6 +879,7 @@ def update(agent: Agent, optimizer: torch.optim.Optimizer, rollout: Rollout,
 
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            average_gradients(params)  # torchrun: every process takes the same step
             # a non-finite loss makes a non-finite gradient norm: stop before it reaches the weights
             if not torch.isfinite(nn.utils.clip_grad_norm_(params, args.max_grad_norm)):
                 raise NonFinite("the loss or its gradient became non-finite in the update")
@@ -794,17 +891,24 @@ def update(agent: Agent, optimizer: torch.optim.Optimizer, rollout: Rollout,
                                    ("entropy", entropy.mean()), ("old_approx_kl", old_kl),
                                    ("approx_kl", kl), ("clipfrac", clipfrac)):
                     stats[key].append(value.detach())
-            # early stop (OpenAI Spinning Up's PPO): the policy has moved far enough this update
-            stop = args.early_stop and kl.item() > args.kl_target
-            if stop:
-                break
+            stepped = stats
         if stop:
             break
 
-    # one device-to-host copy per statistic rather than one per minibatch
-    summary = {key: torch.stack(values).mean().item() for key, values in stats.items()}
+    # one device-to-host copy for all statistics rather than one per minibatch
+    stepped = stepped or stats  # NaN if the KL passed the target before any step
+    means = [torch.stack(values).mean() if values else torch.tensor(math.nan, device=device)
+             for values in stepped.values()]
+    summary = dict(zip(stepped, mean_over_processes(torch.stack(means)).tolist()))
     summary["epochs"] = epoch + 1
     summary["explained_variance"] = explained_variance(rollout.values.ravel(), returns.ravel())
+    if args.kl_mode == "penalty":
+        with torch.no_grad():
+            logprobs = [agent.get_action_and_value(b_obs[i:i + minibatch_size],
+                                                   b_actions[i:i + minibatch_size])[1]
+                        for i in range(0, batch_size, minibatch_size)]
+            _, kl = approx_kl(torch.cat(logprobs) - b_logprobs)
+        summary["update_kl"] = mean_over_processes(kl).item()
     return summary
 
 
@@ -819,27 +923,33 @@ def train(args: Args) -> dict:
     args, resumed = resume_settings(args)  # --resume: the run's own settings and saved state
     validate_args(args)
     check_env_id(args.env_id)
+    join_processes(args)  # torchrun: several processes train one agent, each with its own envs
+    rank, processes = process_place()
+    num_envs = args.num_envs // processes
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    update_threads = args.torch_threads or cores
+    cores //= int(os.environ.get("LOCAL_WORLD_SIZE", "1"))  # torchrun: this machine's processes
+    update_threads = args.torch_threads or max(1, cores)
     device = pick_device(args)
-    seed_everything(args.seed, args.torch_deterministic)
+    seed_everything(args.seed + rank, args.torch_deterministic)
 
-    envs = make_vector_env(args, args.num_envs)
+    envs = make_vector_env(args, num_envs)
     obs_space, action_space = envs.single_observation_space, envs.single_action_space
     continuous = isinstance(action_space, gym.spaces.Box)
     n_actions = action_space.shape[0] if continuous else int(action_space.n)
     agent = Agent(obs_space.shape, n_actions, continuous).to(device)
     # eps 1e-5 as in openai/baselines (detail 3); the fused kernel does the whole step in one op
     optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5, fused=True)
-    reward_scaler = RewardScaler(args.num_envs, args.gamma) if args.norm_reward else None
-    rollout = require_memory(Rollout.empty(args.num_steps, args.num_envs, obs_space, action_space))
+    reward_scaler = RewardScaler(num_envs, args.gamma) if args.norm_reward else None
+    rollout = require_memory(Rollout.empty(args.num_steps, num_envs, obs_space, action_space))
     first, kl_beta = 1, args.kl_beta
     if resumed:  # continue from the saved iteration, with the saved KL coefficient
         first, kl_beta = restore(resumed, agent, optimizer, reward_scaler)
+    start_alike(agent)
 
     with RunLog(args, agent, optimizer, reward_scaler, envs, entropy_floor(action_space),
                 resumed) as log:
-        obs, _ = envs.reset(seed=reset_seed(args.seed, first))
+        # env i of process r is env r * num_envs + i of one process with all of them
+        obs, _ = envs.reset(seed=reset_seed(args.seed, first) + rank * num_envs)
         for iteration in range(first, args.num_iterations + 1):
             if args.anneal_lr:  # linearly towards 0 over training (detail 4)
                 lr = args.learning_rate * (1 - (iteration - 1) / args.num_iterations)
@@ -854,7 +964,7 @@ def train(args: Args) -> dict:
             stats = update(agent, optimizer, rollout, advantages, returns, args, kl_beta, device)
             if args.kl_mode == "penalty":
                 stats["kl_beta"] = kl_beta
-                kl_beta = adapt_kl_beta(kl_beta, stats["approx_kl"], args.kl_target)
+                kl_beta = adapt_kl_beta(kl_beta, stats["update_kl"], args.kl_target)
             log.iteration(iteration, finished, stats, kl_beta,
                           {"learning_rate": optimizer.param_groups[0]["lr"]})
     envs.close()
@@ -885,13 +995,18 @@ class NonFinite(RuntimeError):
         self.rollout_step = rollout_step
 
 
+class ProcessLost(RuntimeError):
+    """Under torchrun, another process stopped: it says why."""
+
+
 class RunStopped(Exception):
     """A training run stopped before its end, its last good checkpoint saved: one line for the
-    user, and the process's exit status."""
+    user (none from a process that torchrun stopped because another one did: that one says why),
+    and the process's exit status."""
 
-    def __init__(self, message: str, status: int):
+    def __init__(self, message: str, status: int, quiet: bool = False):
         super().__init__(message)
-        self.status = status
+        self.status, self.quiet = status, quiet
 
 
 def check_finite(rollout_step: int, **arrays: np.ndarray) -> None:
@@ -925,15 +1040,23 @@ def require_common(args: Args) -> None:
     if args.track and importlib.util.find_spec("wandb") is None:
         raise ConfigError("--track needs Weights & Biases, which is not installed: "
                           "pip install wandb")
+    processes = process_place()[1]
+    if processes > 1 and args.eval_checkpoint is not None:
+        raise ConfigError("--eval-checkpoint runs in one process: use python, not torchrun")
+    if args.num_envs % processes:  # checked on --resume too: the saved --num-envs
+        raise ConfigError(f"--num-envs {args.num_envs} must be a multiple of the {processes} "
+                          f"torchrun processes, which step an equal share of the envs each")
     if args.eval_checkpoint is not None or args.resume is not None:
         return
-    if args.batch_size % args.num_minibatches:
+    share = args.batch_size // processes  # each process's part of every batch and minibatch
+    if share % args.num_minibatches:
+        of = "" if processes == 1 else f" / {processes} processes = {share}"
         raise ConfigError(f"--num-minibatches {args.num_minibatches} does not divide the batch of "
-                          f"num_envs * num_steps = {args.batch_size}")
+                          f"num_envs * num_steps = {args.batch_size}{of}")
     if args.num_iterations == 0:
         raise ConfigError(f"--total-timesteps {args.total_timesteps} is less than one batch "
                           f"(num_envs * num_steps = {args.batch_size})")
-    if args.norm_adv and args.minibatch_size < 2:
+    if args.norm_adv and share // args.num_minibatches < 2:
         raise ConfigError(f"--num-minibatches {args.num_minibatches} leaves minibatches of one "
                           f"sample, whose advantages have no std to normalise by (--no-norm-adv)")
     require_writable_folder(args.run_dir)
@@ -1019,9 +1142,12 @@ def creation_error(err: Exception) -> str:
 
 
 def pick_device(args: Args) -> torch.device:
-    if args.cuda and not torch.cuda.is_available():
+    """The GPU with --cuda (under torchrun, each process's own: cuda:LOCAL_RANK), else the CPU."""
+    if args.cuda and not torch.cuda.is_available() and process_place()[0] == 0:
         print("--cuda given but no CUDA device is available; running on the CPU", file=sys.stderr)
-    return torch.device("cuda" if args.cuda and torch.cuda.is_available() else "cpu")
+    if args.cuda and torch.cuda.is_available():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return torch.device("cpu")
 
 
 def seed_everything(seed: int, torch_deterministic: bool) -> None:
@@ -1162,7 +1288,8 @@ def restore(checkpoint: dict, agent: Agent, optimizer: torch.optim.Optimizer,
     optimizer.load_state_dict(training["optimizer"])
     if reward_scaler is not None:
         reward_scaler.rms.load_state_dict(training["reward_scaler"])
-    set_random_states(training["random_states"])
+    if process_place()[0] == 0:  # under torchrun the others keep streams of their own
+        set_random_states(training["random_states"])
     return training["iteration"] + 1, training["kl_beta"]
 
 
@@ -1353,24 +1480,41 @@ class RunLog:
     they reached the env's "solved" level, the progress line, health warnings, and at the end the
     checkpoint, the final evaluation and summary.json. After each update it keeps a copy of the
     run's state (the last good checkpoint), saved every --save-every minutes and, once, whatever
-    stops the run: Ctrl-C, SIGTERM, SIGHUP, a non-finite number, an error."""
+    stops the run: Ctrl-C, SIGTERM, SIGHUP, a non-finite number, an error. Under torchrun every
+    process keeps the episodes of all (so all see the same statistics), and only the first one
+    writes anything."""
 
     def __init__(self, args: Args, agent: Agent, optimizer: torch.optim.Optimizer,
                  reward_scaler: RewardScaler | None, envs: gym.vector.VectorEnv,
                  min_entropy: float, resumed: dict | None = None):
-        from torch.utils.tensorboard import SummaryWriter  # slow import, only needed to train
         self.args, self.agent, self.optimizer = args, agent, optimizer
         self.reward_scaler, self.envs, self.min_entropy = reward_scaler, envs, min_entropy
         self.last_good = resumed
         self.episodes: list[tuple[int, float, int]] = []  # (global step, raw return, length)
         self.steps_to_threshold, self.global_step = None, 0
-        if resumed is None:
-            self.run_path = new_run_folder(args)
-        else:  # the stopped run's folder
-            self.run_path = os.path.dirname(os.path.abspath(args.resume))
+        if resumed is not None:
             self.episodes = [tuple(episode) for episode in resumed["training"]["episodes"]]
             self.steps_to_threshold = resumed["training"]["steps_to_threshold"]
             self.global_step = resumed["global_step"]
+        self.threshold = env_spec(args.env_id).reward_threshold  # the env's "solved" level
+        self.negative_ev_streak, self.shown = 0, set()
+        self.interactive = sys.stdout.isatty()
+        self.start, self.first_step = time.time(), self.global_step
+        self.last_print, self.last_save = 0.0, self.start
+        self.rank = process_place()[0]
+        self.run_path = self.checkpoint_path = self.writer = None
+        if self.rank == 0:
+            self.open_outputs(resumed)
+
+    def open_outputs(self, resumed: dict | None) -> None:
+        """The run's folder (the stopped run's, resumed), videos, W&B, TensorBoard, and the first
+        line on the terminal."""
+        from torch.utils.tensorboard import SummaryWriter  # slow import, only needed to train
+        args, envs = self.args, self.envs
+        if resumed is None:
+            self.run_path = new_run_folder(args)
+        else:
+            self.run_path = os.path.dirname(os.path.abspath(args.resume))
         self.checkpoint_path = os.path.join(self.run_path, "agent.pt")
         if args.capture_video:  # training episodes' videos, recorded by env 0 (make_vector_env)
             prefix = "train" if resumed is None else f"train-resumed-at-step-{self.global_step}"
@@ -1387,44 +1531,40 @@ class RunLog:
                                     purge_step=self.global_step + 1 if resumed else None)
         self.writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(
             f"|{key}|{value}|" for key, value in dataclasses.asdict(args).items()))
-        self.threshold = env_spec(args.env_id).reward_threshold  # the env's "solved" level
-        self.negative_ev_streak, self.shown = 0, set()
-        self.interactive = sys.stdout.isatty()
-        self.start, self.first_step = time.time(), self.global_step
-        self.last_print, self.last_save = 0.0, self.start
         total = args.num_iterations * args.batch_size
+        processes = process_place()[1]
         print(f"{'resuming' if resumed else 'training'} {args.env_id} in {self.run_path}: "
               f"{total:,} steps ({args.num_iterations:,} iterations of {args.batch_size:,})"
               + (f" from step {self.global_step:,}" if resumed else "")
+              + (f" by {processes} processes" if processes > 1 else "")
               + (f"; --total-timesteps {args.total_timesteps:,} is not a whole number of "
                  f"batches" if total != args.total_timesteps else ""), flush=True)
 
     def __enter__(self) -> RunLog:
-        # SIGTERM (a scheduler, docker stop) and SIGHUP (a closed terminal or ssh session) stop
-        # the run as Ctrl-C does; signal handlers belong to the main thread only
-        self.handlers = {}
+        # SIGTERM (a scheduler, docker stop, torchrun when another process stopped) and SIGHUP (a
+        # closed terminal or ssh session) stop the run as Ctrl-C does; signal handlers belong to
+        # the main thread only
+        self.main_thread = threading.current_thread() is threading.main_thread()
+        self.handlers = ({sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
+                         if self.main_thread else {})
+        for sig in self.handlers.keys() - {signal.SIGINT}:
+            signal.signal(sig, raise_keyboard_interrupt)
         # an async worker's error comes back as the exception this run's last line names;
         # gymnasium would also log it, with the worker's traceback, as warnings
         self.quiet = warnings.catch_warnings()
         self.quiet.__enter__()
         warnings.filterwarnings("ignore", module=r"gymnasium\.vector\.async_vector_env")
-        if threading.current_thread() is threading.main_thread():
-            for sig in STOP_SIGNALS:
-                if sig != signal.SIGINT:
-                    self.handlers[sig] = signal.signal(sig, raise_keyboard_interrupt)
         return self
 
     def __exit__(self, kind, error, traceback) -> bool:
+        if kind is not None:
+            # save once: a second Ctrl-C or a second signal must not cut the save short
+            for sig in self.handlers:
+                signal.signal(sig, signal.SIG_IGN)
         self.quiet.__exit__(None, None, None)
-        for sig, handler in self.handlers.items():
-            signal.signal(sig, handler)
-        if kind is None:
-            return False
-        main_thread = threading.current_thread() is threading.main_thread()
-        # save once: a second Ctrl-C or a scheduler's second signal must not cut the save short
-        ignored = ({sig: signal.signal(sig, signal.SIG_IGN) for sig in STOP_SIGNALS}
-                   if main_thread else {})
         try:
+            if kind is None:
+                return False
             try:
                 kept = self.save()
                 where = (f"checkpoint saved to {self.checkpoint_path} (step {kept:,})"
@@ -1432,16 +1572,22 @@ class RunLog:
             except OSError as err:  # a full disk, say: the previous checkpoint is still whole
                 where = (f"the checkpoint could not be written ({err}); "
                          f"{self.checkpoint_path} holds the one before, if any")
-            self.writer.close()
-            self.stop_tracking(exit_code=1)
+            if self.rank == 0:
+                self.writer.close()
+                self.stop_tracking(exit_code=1)
             self.envs.close(terminate=True)  # the workers may be mid-step: end them, don't wait
         finally:
-            for sig, handler in ignored.items():
+            for sig, handler in self.handlers.items():
                 signal.signal(sig, handler)
+        if self.rank > 0:  # torchrun: the first process says where its checkpoint is
+            where = "the first process keeps the checkpoint"
         if issubclass(kind, KeyboardInterrupt):
             name = error.args[0] if error.args else "SIGINT"
             raise RunStopped(f"interrupted by {name} after step {self.global_step:,}; {where}",
-                             128 + signal.Signals[name].value) from None
+                             128 + signal.Signals[name].value, quiet=self.rank > 0) from None
+        if issubclass(kind, ProcessLost):
+            raise RunStopped(f"stopped after step {self.global_step:,}: {error} (torchrun's report "
+                             f"says which and why); {where}", 1, quiet=self.rank > 0) from None
         if issubclass(kind, NonFinite):
             at = (f"at step {self.global_step + (error.rollout_step + 1) * self.args.num_envs:,}"
                   if error.rollout_step is not None else f"after step {self.global_step:,}")
@@ -1471,8 +1617,9 @@ class RunLog:
             wandb.finish(exit_code=exit_code)
 
     def save(self) -> int | None:
-        """Writes the last good checkpoint; returns its step (None: there is none yet)."""
-        if self.last_good is None:
+        """Writes the last good checkpoint; returns its step (None: there is none yet, or this
+        is not the first of several processes)."""
+        if self.last_good is None or self.rank > 0:
             return None
         training = self.last_good["training"]
         if isinstance(training["episodes"], int):  # the episodes up to that update, as a list
@@ -1487,16 +1634,19 @@ class RunLog:
         update's statistics (TensorBoard's losses/), other curves (charts/), and the state to
         keep."""
         self.global_step = global_step = iteration * self.args.batch_size
-        for ret, length in finished:
-            self.episodes.append((global_step, ret, length))
-            self.writer.add_scalar("charts/episodic_return", ret, global_step)
-            self.writer.add_scalar("charts/episodic_length", length, global_step)
+        finished = gather_over_processes(finished)  # torchrun: every process's episodes
+        self.episodes += [(global_step, ret, length) for ret, length in finished]
         recent = float(np.mean([r for _, r, _ in self.episodes[-20:]])) if self.episodes else None
         if (self.steps_to_threshold is None and self.threshold is not None
                 and len(self.episodes) >= 20 and recent >= self.threshold):
             self.steps_to_threshold = global_step
         self.keep(iteration, kl_beta)
+        if self.rank > 0:
+            return
 
+        for ret, length in finished:
+            self.writer.add_scalar("charts/episodic_return", ret, global_step)
+            self.writer.add_scalar("charts/episodic_length", length, global_step)
         now = time.time()
         sps = (global_step - self.first_step) / (now - self.start)
         for key, value in {"SPS": sps, **charts}.items():
@@ -1524,11 +1674,14 @@ class RunLog:
 
     def finish(self, device: torch.device) -> dict:
         """After the last iteration: the checkpoint, the final evaluation (greedy and sampled),
-        summary.json and one line on the terminal. Returns the summary."""
-        if self.interactive:
-            print()
+        summary.json and one line on the terminal. Returns the summary (under torchrun, the first
+        process's; the others return at once)."""
         args = self.args
         sps = (self.global_step - self.first_step) / (time.time() - self.start)
+        if self.rank > 0:
+            return {"env_id": args.env_id, "seed": args.seed, "global_step": self.global_step}
+        if self.interactive:
+            print()
         self.save()
         summary = {"env_id": args.env_id, "seed": args.seed, "run_dir": self.run_path,
                    "checkpoint": self.checkpoint_path, "global_step": self.global_step, "sps": sps,
@@ -1566,13 +1719,19 @@ def main(args: Args) -> dict:
     checkpoint is, and status 128 + the signal's number when a signal stopped it."""
     try:
         return train(args) if args.eval_checkpoint is None else evaluate_checkpoint(args)
-    except ConfigError as err:
-        raise SystemExit(f"{SCRIPT}: error: {err}") from None
+    except ConfigError as err:  # the same in every torchrun process: said by the first
+        raise SystemExit(f"{SCRIPT}: error: {err}" if process_place()[0] == 0 else 2) from None
     except RunStopped as stop:
-        print(f"{SCRIPT}: {stop}", file=sys.stderr)
+        if not stop.quiet:
+            rank, processes = process_place()
+            print(f"{SCRIPT}: " + (f"process {rank}: " if processes > 1 else "") + f"{stop}",
+                  file=sys.stderr)
         raise SystemExit(stop.status) from None
     except KeyboardInterrupt:  # before the first update began, or during the final evaluation
         raise SystemExit(130) from None
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
 
 
 

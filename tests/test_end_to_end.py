@@ -128,6 +128,41 @@ def test_kl_modes(script, kl_mode, target_kl, stops):
     assert stats["epochs"] == (1 if stops else args.update_epochs)
 
 
+def test_early_stopping_takes_no_step_once_the_kl_has_passed_the_target(script):
+    """The KL of the policy as it stands is measured before each minibatch step; past the target,
+    the update stops before that step rather than after it. With a target that any step passes,
+    exactly one step is taken (the first sees the rollout's own policy: KL 0)."""
+    args, agent, rollout, adv, ret = collected(script, target_kl=1e-9, learning_rate=1e-2)
+    optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5)
+    steps, step = [], optimizer.step
+    optimizer.step = lambda: steps.append(step())
+    script.update(agent, optimizer, rollout, adv, ret, args, 1.0, CPU)
+    assert len(steps) == 1
+
+
+def test_the_penalty_adapts_to_the_kl_of_the_update_just_made(tmp_path, script, monkeypatch):
+    """PPO paper, section 4: after the update, d = E[KL(pi_old, pi)] over the batch sets beta.
+    update_kl is that KL (against numpy, from the log-probs before and after), and train()
+    adapts beta with it."""
+    args, agent, rollout, adv, ret = collected(script, kl_mode="penalty", learning_rate=1e-2)
+    optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5)
+    stats = script.update(agent, optimizer, rollout, adv, ret, args, 1.0, CPU)
+    obs = torch.from_numpy(rollout.obs.reshape(-1, *rollout.obs.shape[2:]))
+    actions = torch.from_numpy(rollout.actions.reshape(-1, *rollout.actions.shape[2:]))
+    with torch.no_grad():
+        logratio = (agent.get_action_and_value(obs, actions)[1].numpy().astype(np.float64)
+                    - rollout.logprobs.ravel())
+    assert stats["update_kl"] == pytest.approx(np.mean(np.expm1(logratio) - logratio), rel=1e-3)
+
+    updates, adapted = [], []
+    update, adapt = script.update, script.adapt_kl_beta
+    monkeypatch.setattr(script, "update", lambda *a: updates.append(update(*a)) or updates[-1])
+    monkeypatch.setattr(script, "adapt_kl_beta",
+                        lambda beta, kl, target: adapted.append(kl) or adapt(beta, kl, target))
+    script.train(tiny(script, run_dir=str(tmp_path), kl_mode="penalty"))
+    assert adapted == [stats["update_kl"] for stats in updates] and adapted
+
+
 def test_the_kl_target_defaults_to_0_01_where_a_mode_needs_one(script):
     assert script.Args(kl_mode="penalty").kl_target == 0.01
     assert script.Args(kl_mode="early-stop").early_stop and script.Args().kl_target == 0.01

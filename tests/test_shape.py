@@ -21,12 +21,15 @@ SHARED = {
     "env_spec": ALL, "make_vector_env": ALL, "layer_init": ALL, "categorical_entropy": DISCRETE,
     "keep_default_init": {"ppo", "ppo_continuous"},
     "compute_gae": ALL, "adapt_kl_beta": ALL,
+    "process_place": ALL, "join_processes": ALL, "collective": ALL, "mean_over_processes": ALL,
+    "average_gradients": ALL, "start_alike": ALL, "gather_over_processes": ALL,
     "NORM_CLIP": ALL, "RunningMeanStd": ALL, "RewardScaler": ALL, "Rollout": ALL,
     "finished_episodes": ALL, "collect_rollout": ALL,
     "normalize_advantages": ALL, "policy_loss": ALL, "value_loss": ALL, "approx_kl": ALL,
     "explained_variance": ALL, "update": ALL,
     # the plumbing
-    "SCRIPT": ALL, "STOP_SIGNALS": ALL, "ConfigError": ALL, "NonFinite": ALL, "RunStopped": ALL,
+    "SCRIPT": ALL, "STOP_SIGNALS": ALL, "ConfigError": ALL, "NonFinite": ALL, "ProcessLost": ALL,
+    "RunStopped": ALL,
     "check_finite": ALL, "require": ALL, "require_common": ALL, "require_writable_folder": ALL,
     "require_memory": ALL, "creation_error": ALL, "pick_device": ALL, "seed_everything": ALL,
     "reset_seed": ALL, "ignore_ctrl_c_in_worker": ALL, "on_cpu": ALL, "random_states": ALL,
@@ -55,12 +58,16 @@ DIFFERS = {
 # Everything after train(): a reader who stops at the end of train() has read the algorithm.
 PLUMBING = {name for name, scripts in SHARED.items() if scripts == ALL} - {
     "env_spec", "make_vector_env", "layer_init", "compute_gae", "adapt_kl_beta", "NORM_CLIP",
+    "process_place", "join_processes", "collective", "mean_over_processes", "average_gradients",
+    "start_alike",
+    "gather_over_processes",
     "RunningMeanStd",
     "RewardScaler", "Rollout", "finished_episodes", "collect_rollout", "normalize_advantages",
     "policy_loss", "value_loss", "approx_kl", "explained_variance", "update",
 } | {"MIN_FRAME_SIZE", "validate_args", "check_env_id"}
 
-SECTIONS = ["# The environment", "# The agent", "# The PPO math", "# Collect", "# Update",
+SECTIONS = ["# The environment", "# The agent", "# The PPO math", "# Several processes",
+            "# Collect", "# Update",
             "# Training", "# Plumbing"]
 
 
