@@ -3,6 +3,7 @@ them: two processes keep identical weights and merged statistics, learn CartPole
 one process needs, run as two "nodes" on one machine, refuse bad input in one line, and stop
 together, the first saving its checkpoint, when one dies or torchrun is told to stop."""
 import glob
+import importlib
 import json
 import os
 import re
@@ -112,7 +113,13 @@ def test_two_processes_hold_identical_weights_and_merged_statistics(tmp_path, na
         assert first["model"]["obs_rms.count"] == steps
     assert first["episodes"] == second["episodes"] and first["episodes"]
     [summary] = glob.glob(str(tmp_path / "runs" / "*" / "summary.json"))  # one run, one writer
-    assert json.load(open(summary))["global_step"] == steps
+    summary = json.load(open(summary))
+    assert summary["global_step"] == steps
+    # an ordinary checkpoint: one process evaluates it to the score the run's end gave
+    script = importlib.import_module(name)
+    evaluated = script.evaluate_checkpoint(script.Args(eval_checkpoint=summary["checkpoint"],
+                                                       eval_episodes=settings["eval_episodes"]))
+    assert evaluated["eval_greedy_mean"] == summary["eval_greedy_mean"]
 
 
 def test_two_processes_with_two_envs_each_learn_cartpole_on_one_processs_budget(tmp_path):
