@@ -1324,6 +1324,10 @@ class RecordEpisodes(gym.Wrapper):
         # and print an XDG_RUNTIME_DIR error where there is none
         os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
 
+    @staticmethod
+    def path(video_prefix: str, episode: int) -> str:
+        return f"{video_prefix}-episode-{episode}.mp4"
+
     def reset(self, **kwargs):
         result = self.env.reset(**kwargs)
         self.episode += 1
@@ -1336,7 +1340,7 @@ class RecordEpisodes(gym.Wrapper):
         if self.frames is not None:
             self.frames.append(self.env.render())
             if terminated or truncated:
-                path = f"{self.video_prefix}-episode-{self.episode}.mp4"
+                path = self.path(self.video_prefix, self.episode)
                 try:
                     write_video(path, self.frames, self.fps)
                 except Exception as err:  # a missing codec or a full disk costs the video only
@@ -1414,8 +1418,8 @@ def evaluate_checkpoint(args: Args) -> dict:
         result[f"eval_{mode}_std"] = float(returns.std())
         print(f"{train_args.env_id} {mode:>7}: {returns.mean():.2f} +- {returns.std():.2f} "
               f"over {len(returns)} episodes")
-    if video and os.path.isfile(f"{video}-episode-0.mp4"):
-        print(f"video of the first greedy episode: {video}-episode-0.mp4")
+    if video and os.path.isfile(RecordEpisodes.path(video, 0)):
+        print(f"video of the first greedy episode: {RecordEpisodes.path(video, 0)}")
     return result
 
 
