@@ -259,25 +259,123 @@ class ActionRepeat(gym.Wrapper):
         base = self.env.unwrapped
         for i in range(self.repeat):
             hidden = self.skip and i < self.repeat - 1
-            if hidden:
-                # an instance attribute shadows the method for this one step; it returns the last
-                # drawn frame, so anything that checks the observation still sees a valid one
-                base._render = lambda mode, last=base.state: last.copy()
-                score_when_drawn = base.reward  # step draws before it charges the frame's -0.1
+            if hidden:  # an instance attribute shadows the drawing (FastDrawing's or the env's)
+                drawing, base._render = base._render, self.skip_drawing
             try:
                 obs, reward, terminated, truncated, info = self.env.step(action)
             finally:
                 if hidden:
-                    del base._render
+                    base._render = drawing
             total += float(reward)
             if terminated or truncated:
                 if hidden:  # the episode ended on a frame that was not drawn: draw it now, with
-                    # the score display as step would have drawn it
-                    score, base.reward = base.reward, score_when_drawn
+                    # the score the env would have shown (step charges the frame's -0.1 after
+                    # drawing, and a tile reached in this frame was counted before)
+                    score, base.reward = base.reward, self.score_when_drawn
                     obs = base.state = base._render("state_pixels")
                     base.reward = score
                 break
         return obs, total, terminated, truncated, info
+
+    def skip_drawing(self, mode: str) -> np.ndarray:
+        """CarRacing's `_render` on a frame nobody sees: note the score it would show, and return
+        the last drawn frame, so anything that checks the observation still sees a valid one."""
+        base = self.env.unwrapped
+        self.score_when_drawn = base.reward
+        return base.state.copy()
+
+
+class FastDrawing(gym.Wrapper):
+    """CarRacing's frames, the same pixels, drawn faster (tests/test_carracing.py compares them
+    bit for bit with the plain env's). For every frame the env rotates, moves and culls each of
+    about 800 polygons (the background, the grass squares, the road tiles) vertex by vertex in
+    Python, draws the hundred or so near the screen, and loads the score's font from disk. Here
+    the rotation and culling of all polygons are one numpy pass, only those that can touch the
+    canvas are drawn, with the same coordinates, in the same order, by the same calls, and the
+    font is loaded once. The cosine and sine are pygame's own (read off a rotated unit vector),
+    and numpy's float64 products and sums round exactly as pygame's C and Python's floats do.
+    `drawing` below is the env's `_render` step for step, but for those changes; a window
+    (--watch) keeps the env's own."""
+
+    def __init__(self, env: gym.Env):
+        super().__init__(env)
+        import pygame
+        from gymnasium.envs.box2d import car_racing
+        self.pygame, self.consts = pygame, car_racing
+        self.road_poly, self.polygons, self.font = None, None, None
+        if env.unwrapped.render_mode != "human":
+            env.unwrapped._render = self.drawing  # an instance attribute shadows the method
+
+    def drawing(self, mode: str) -> np.ndarray | None:
+        base, consts, pygame = self.env.unwrapped, self.consts, self.pygame
+        if "t" not in vars(base):
+            return None  # reset() not called yet
+        width, height = consts.WINDOW_W, consts.WINDOW_H
+        angle = -base.car.hull.angle
+        # the camera zooms in over the first second
+        zoom = (0.1 * consts.SCALE * max(1 - base.t, 0)
+                + consts.ZOOM * consts.SCALE * min(base.t, 1))
+        position = base.car.hull.position
+        scroll = pygame.math.Vector2((-position[0] * zoom, -position[1] * zoom)).rotate_rad(angle)
+        translation = (width / 2 + scroll[0], height / 4 + scroll[1])
+        base.surf = pygame.Surface((width, height))
+        self.draw_road(zoom, translation, angle)
+        # skid marks only on screen (rgb_array: videos, a window), not in what the agent sees
+        base.car.draw(base.surf, zoom, translation, angle, mode == "rgb_array")
+        base.surf = pygame.transform.flip(base.surf, False, True)
+        base._render_indicators(width, height)
+        if self.font is None:
+            pygame.font.init()
+            self.font = pygame.font.Font(pygame.font.get_default_font(), 42)
+        text = self.font.render(f"{base.reward:04.0f}", True, (255, 255, 255), (0, 0, 0))
+        text_rect = text.get_rect()
+        text_rect.center = (60, height - height * 2.5 / 40.0)
+        base.surf.blit(text, text_rect)
+        size = ((consts.VIDEO_W, consts.VIDEO_H) if mode == "rgb_array"
+                else (consts.STATE_W, consts.STATE_H))
+        return base._create_image_array(base.surf, size)
+
+    def polygons_in_order(self) -> np.ndarray:
+        """[polygon, vertex, xy] in world units, in the env's drawing order: the background, the
+        grass squares, the road tiles (a new track at every reset)."""
+        base, bound, grass = self.env.unwrapped, self.consts.PLAYFIELD, self.consts.GRASS_DIM
+        if base.road_poly is not self.road_poly:
+            field = [(bound, bound), (bound, -bound), (-bound, -bound), (-bound, bound)]
+            squares = [[(grass * x + grass, grass * y), (grass * x, grass * y),
+                        (grass * x, grass * y + grass), (grass * x + grass, grass * y + grass)]
+                       for x in range(-20, 20, 2) for y in range(-20, 20, 2)]
+            tiles = [[(p[0], p[1]) for p in poly] for poly, _ in base.road_poly]
+            self.road_poly, self.polygons = base.road_poly, np.array([field] + squares + tiles)
+        return self.polygons
+
+    def draw_road(self, zoom: float, translation: tuple[float, float], angle: float) -> None:
+        base, gfxdraw = self.env.unwrapped, self.pygame.gfxdraw
+        polygons = self.polygons_in_order()
+        cos, sin = self.pygame.math.Vector2(1, 0).rotate_rad(angle)
+        x, y = polygons[..., 0], polygons[..., 1]
+        # the env's order of operations: rotate (pygame's Vector2.rotate_rad), scale, move
+        x, y = ((x * cos - y * sin) * zoom + translation[0],
+                (x * sin + y * cos) * zoom + translation[1])
+        # culled when all its vertices lie beyond one edge of the canvas by more than the pixel
+        # its anti-aliased outline may touch: it would change no pixel (the env culls loosely)
+        w, h = self.consts.WINDOW_W, self.consts.WINDOW_H
+        on_canvas = ~((x < -2).all(1) | (x > w + 2).all(1) | (y < -2).all(1) | (y > h + 2).all(1))
+        # the background square (polygon 0) nearly always holds the canvas and a border: then
+        # filling the canvas gives the same pixels for a fraction of the cost
+        corners = np.array([[-3, w + 3, w + 3, -3], [-3, -3, h + 3, h + 3]])
+        edge_x, edge_y = np.roll(x[0], -1) - x[0], np.roll(y[0], -1) - y[0]
+        side = (edge_x[:, None] * (corners[1] - y[0][:, None])
+                - edge_y[:, None] * (corners[0] - x[0][:, None]))
+        if (side > 0).all() or (side < 0).all():  # every corner inside every edge of the square
+            base.surf.fill(base.bg_color)
+            on_canvas[0] = False
+        first_tile = len(polygons) - len(base.road_poly)
+        for i in np.flatnonzero(on_canvas):
+            color = (base.bg_color if i == 0 else base.grass_color if i < first_tile
+                     else [int(c) for c in base.road_poly[i - first_tile][1]])
+            points = list(zip(x[i].tolist(), y[i].tolist()))
+            gfxdraw.aapolygon(base.surf, points, color)
+            gfxdraw.filled_polygon(base.surf, points, color)
 
 
 class NegativeRewardCutoff(gym.Wrapper):
@@ -393,6 +491,8 @@ def make_env(args: Args, training: bool = True, record: Callable[[int], bool] | 
             car_racing = env_spec(args.env_id).entry_point == CAR_RACING
             kwargs = {"continuous": args.continuous} if car_racing else {}
             env = gym.make(args.env_id, render_mode=render_mode, **kwargs)
+            if car_racing:
+                env = FastDrawing(env)
             if isinstance(env.action_space, gym.spaces.Box):
                 # the Beta policy acts in [0, 1]^d; the affine map onto the bounds reaches every
                 # valid action and no invalid one, so nothing is clipped, and its constant

@@ -72,38 +72,71 @@ def test_frames_are_stacked_newest_last_repeated_and_reset_clears_the_stack():
     assert np.all(obs == level(1, 0))  # a new episode sees none of the previous one's frames
 
 
-def test_carracing_frames_not_drawn_change_nothing_the_agent_sees():
-    """ActionRepeat draws only the last of the repeated CarRacing frames. Against the plain env,
-    which draws every one, with the same track and actions: the same observations bit for bit,
-    the same rewards and the same episode ends, including an episode whose time limit falls on
-    a frame that was not drawn (50 frames = 12 steps of 4 and 2 frames of a 13th)."""
+def carracing_trace(actions: np.ndarray, skip_hidden_frames: bool, fast_drawing: bool,
+                    seed: int = 3) -> list:
+    """(observation, reward, terminated, truncated, tiles reached) after every step of a
+    50-frame CarRacing under ActionRepeat(4), resetting when an episode ends."""
+    env = gym.make("tests/CarRacing50-v3")
+    drawing = pac.FastDrawing(env) if fast_drawing else env
+    env = pac.ActionRepeat(drawing, 4, skip_hidden_frames)
+    assert env.skip == skip_hidden_frames
+    obs, _ = env.reset(seed=seed)
+    trace = [(obs, 0.0, False, False, 0)]
+    for action in actions:
+        obs, reward, terminated, truncated, _ = env.step(action)
+        trace.append((obs, reward, terminated, truncated, env.unwrapped.tile_visited_count))
+        if terminated or truncated:
+            obs, _ = env.reset()
+            trace.append((obs, 0.0, False, False, 0))
+    # no skip stays behind: a frame is drawn by FastDrawing, or by the env itself
+    assert env.unwrapped._render.__func__ is (pac.FastDrawing.drawing if fast_drawing
+                                              else type(env.unwrapped)._render)
+    env.close()
+    return trace
+
+
+@pytest.mark.parametrize("skip_hidden_frames, fast_drawing", [(True, False), (False, True),
+                                                               (True, True)])
+def test_carracing_drawn_faster_shows_the_agent_exactly_what_the_env_draws(skip_hidden_frames,
+                                                                           fast_drawing):
+    """The two ways CarRacing is drawn faster, each alone and together: ActionRepeat draws only
+    the last of the repeated frames, FastDrawing draws each frame faster. Against the
+    plain env, which draws every frame its own way, with the same track and actions: the same
+    observations bit for bit, the same rewards and episode ends, over whole episodes. Random
+    actions end two episodes on their time limit on frames that were not drawn (50 frames = 12
+    steps of 4 and 2 frames of a 13th); full gas from seed 0 reaches a new tile on the last,
+    undrawn frame, so the redrawn final frame must show the score with that tile in it."""
     rng = np.random.default_rng(0)
-    actions = rng.uniform([-1, 0, 0], [1, 1, 0.2], (30, 3)).astype(np.float32)
-    runs = []
-    for skip in (True, False):
-        env = pac.ActionRepeat(gym.make("tests/CarRacing50-v3"), 4, skip_hidden_frames=skip)
-        assert env.skip == skip
-        obs, _ = env.reset(seed=3)
-        trace = [(obs, 0.0, False, False)]
-        for action in actions:
-            obs, reward, terminated, truncated, _ = env.step(action)
-            trace.append((obs, reward, terminated, truncated))
-            if terminated or truncated:
-                obs, _ = env.reset()
-                trace.append((obs, 0.0, False, False))
-        runs.append(trace)
-        assert "_render" not in vars(env.unwrapped)  # the shadowing attribute never stays behind
+    random_actions = rng.uniform([-1, 0, 0], [1, 1, 0.2], (30, 3)).astype(np.float32)
+    full_gas = np.tile(np.array([0, 1, 0], np.float32), (13, 1))
+    for actions, seed in ((random_actions, 3), (full_gas, 0)):
+        runs = [carracing_trace(actions, skip, fast, seed)
+                for skip, fast in ((skip_hidden_frames, fast_drawing), (False, False))]
+        assert len(runs[0]) == len(runs[1])
+        for (obs, *rest), (obs_ref, *rest_ref) in zip(*runs):
+            assert obs.shape == (96, 96, 3) and np.array_equal(obs, obs_ref)
+            assert rest == rest_ref
+        if seed == 3:  # two time limits on undrawn frames
+            assert [t[2:4] for t in runs[1]].count((False, True)) == 2
+        else:  # the last frame of the episode reached a tile: the score display changed in it
+            last, before = runs[1][13], runs[1][12]
+            assert last[3] and last[4] > before[4]
+
+
+def test_carracing_video_frames_drawn_faster_are_the_envs():
+    """The frames of a video (rgb_array, 600x400, skid marks drawn) through FastDrawing."""
+    frames = []
+    for fast in (True, False):
+        env = gym.make("tests/CarRacing50-v3", render_mode="rgb_array")
+        env = pac.FastDrawing(env) if fast else env
+        env.reset(seed=1)
+        frames.append([])
+        for i in range(40):  # full gas, then a locked-wheel turn: the wheels leave skid marks
+            env.step(np.array([0, 1, 0] if i < 20 else [1, 0, 1], np.float32))
+            frames[-1].append(env.render())
         env.close()
-    assert [t[2:] for t in runs[0]].count((False, True)) == 2  # two time limits on undrawn frames
-    assert len(runs[0]) == len(runs[1])
-    for (obs, reward, terminated, truncated), (
-        obs_ref,
-        reward_ref,
-        terminated_ref,
-        truncated_ref,
-    ) in zip(*runs):
-        assert obs.shape == (96, 96, 3) and np.array_equal(obs, obs_ref)
-        assert reward == reward_ref and (terminated, truncated) == (terminated_ref, truncated_ref)
+    assert frames[0][0].shape == (400, 600, 3)
+    assert all(np.array_equal(a, b) for a, b in zip(*frames))
 
 
 def test_the_negative_reward_cutoff_truncates_in_training_and_never_in_evaluation():

@@ -50,8 +50,8 @@ DIFFERS = {
                        "action_std_cap", "entropy_floor", "train", "validate_args",
                        "check_env_id"},
     "ppo_atari_carracing": {"Args", "CAR_RACING", "is_atari", "register_atari", "ActionRepeat",
-                            "NegativeRewardCutoff", "GreyResize", "EpisodicLife", "FireReset",
-                            "make_env", "BETA_EPS", "Agent", "entropy_floor", "train",
+                            "FastDrawing", "NegativeRewardCutoff", "GreyResize", "EpisodicLife",
+                            "FireReset", "make_env", "BETA_EPS", "Agent", "entropy_floor", "train",
                             "MIN_FRAME_SIZE", "validate_args", "check_env_id"},
 }
 
