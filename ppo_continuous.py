@@ -298,6 +298,14 @@ def keep_default_init(layer: nn.Module, std: float = 0.0) -> nn.Module:
     choose), the gain is ignored."""
     return layer
 
+def run_layers(layers: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
+    """What calling `layers(x)` computes, the same calls in the same order (so the same bits),
+    without nn.Module's call machinery (hooks, tracing checks) for each layer, which at rollout
+    batch sizes costs about as much as a small layer's arithmetic (docs/notes/speed.md)."""
+    for layer in layers:
+        x = layer.forward(x)
+    return x
+
 
 class Agent(nn.Module):
     """Separate actor and critic MLPs (PPO paper section 6.1: the MuJoCo runs share no
@@ -340,14 +348,14 @@ class Agent(nn.Module):
         return ((obs - rms.mean) / torch.sqrt(rms.var + 1e-8)).clamp(-NORM_CLIP, NORM_CLIP).float()
 
     def get_value(self, obs: torch.Tensor) -> torch.Tensor:
-        return self.critic(obs).squeeze(-1)
+        return run_layers(self.critic, obs).squeeze(-1)
 
     def get_action_and_value(self, obs: torch.Tensor, action: torch.Tensor | None = None,
                              greedy: bool = False):
         """Sample (or, greedy, take the mean) action for normalised observations; return it with
         its log-prob, the policy's entropy and the state value. The action is unbounded: the env's
         ClipAction wrapper clips what the env receives, never what the log-prob is taken of."""
-        mean = self.actor_mean(obs)
+        mean = run_layers(self.actor_mean, obs)
         log_std = self.actor_logstd.expand_as(mean)
         if action is None:
             # by hand rather than torch.distributions.Normal: several times cheaper at rollout

@@ -19,7 +19,7 @@ DISCRETE = {"ppo", "ppo_atari_carracing"}
 SHARED = {
     # the algorithm
     "env_spec": ALL, "make_vector_env": ALL, "layer_init": ALL, "categorical_entropy": DISCRETE,
-    "keep_default_init": {"ppo", "ppo_continuous"},
+    "keep_default_init": {"ppo", "ppo_continuous"}, "run_layers": {"ppo", "ppo_continuous"},
     "compute_gae": ALL, "adapt_kl_beta": ALL,
     "process_place": ALL, "join_processes": ALL, "collective": ALL, "mean_over_processes": ALL,
     "average_gradients": ALL, "start_alike": ALL, "gather_over_processes": ALL,
