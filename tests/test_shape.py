@@ -26,7 +26,8 @@ SHARED = {
     "NORM_CLIP": ALL, "RunningMeanStd": ALL, "RewardScaler": ALL, "Rollout": ALL,
     "finished_episodes": ALL, "collect_rollout": ALL,
     "normalize_advantages": ALL, "policy_loss": ALL, "value_loss": ALL, "approx_kl": ALL,
-    "explained_variance": ALL, "update": ALL,
+    "explained_variance": ALL, "minibatch_losses": ALL,
+    "compiled_minibatch_losses": ALL, "update": ALL,
     # the plumbing
     "SCRIPT": ALL, "STOP_SIGNALS": ALL, "ConfigError": ALL, "NonFinite": ALL, "ProcessLost": ALL,
     "RunStopped": ALL,
@@ -63,7 +64,8 @@ PLUMBING = {name for name, scripts in SHARED.items() if scripts == ALL} - {
     "gather_over_processes",
     "RunningMeanStd",
     "RewardScaler", "Rollout", "finished_episodes", "collect_rollout", "normalize_advantages",
-    "policy_loss", "value_loss", "approx_kl", "explained_variance", "update",
+    "policy_loss", "value_loss", "approx_kl", "explained_variance", "minibatch_losses",
+    "compiled_minibatch_losses", "update",
 } | {"MIN_FRAME_SIZE", "validate_args", "check_env_id"}
 
 SECTIONS = ["# The environment", "# The agent", "# The PPO math", "# Several processes",
