@@ -304,6 +304,7 @@ def keep_default_init(layer: nn.Module, std: float = 0.0) -> nn.Module:
     choose), the gain is ignored."""
     return layer
 
+
 def run_layers(layers: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
     """What calling `layers(x)` computes, the same calls in the same order (so the same bits),
     without nn.Module's call machinery (hooks, tracing checks) for each layer, which at rollout
