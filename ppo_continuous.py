@@ -94,6 +94,10 @@ class Args:
     """number of parallel environments (under torchrun: over all processes, a multiple of them)"""
     async_envs: bool = False
     """step the envs in subprocesses (gymnasium AsyncVectorEnv); pays off for slow envs only"""
+    overlap: bool = False
+    """step the envs in two halves, each half stepping while the policy acts for the other (with
+    --async-envs): pays off when the env is the slow part. The actions are drawn half by half,
+    so results at a fixed seed differ from a run without it"""
     total_timesteps: int = 1_000_000
     """total environment steps (over all envs and processes) to train for"""
     norm_obs: bool = True
@@ -249,6 +253,52 @@ def make_vector_env(args: Args, num_envs: int, training: bool = True,
               for i in range(num_envs)]
     vector_cls = gym.vector.AsyncVectorEnv if args.async_envs else gym.vector.SyncVectorEnv
     return vector_cls(thunks, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+
+
+class EnvGroups:
+    """The training envs as one vector env, or with --overlap as two of half the envs each:
+    collect_rollout then lets one half step while the policy acts for the other, so that neither
+    the env workers nor the policy wait when stepping the env is the slow part (async envs; with
+    sync envs the halves just take turns). Env i is env i either way: the same seed, the same
+    column of the rollout, and env 0 records the videos."""
+
+    def __init__(self, args: Args, num_envs: int):
+        halves = 2 if args.overlap else 1
+        size = num_envs // halves
+        quiet = dataclasses.replace(args, capture_video=False)  # only env 0 records
+        self.groups = [make_vector_env(args if g == 0 else quiet, size) for g in range(halves)]
+        self.spans = [slice(g * size, (g + 1) * size) for g in range(halves)]
+        self.num_envs = num_envs
+        self.single_observation_space = self.groups[0].single_observation_space
+        self.single_action_space = self.groups[0].single_action_space
+        self.waiting: dict[int, np.ndarray] = {}  # a sync half's actions, until step_wait
+
+    def step_async(self, half: int, actions: np.ndarray) -> None:
+        """Start one half's step; async workers step now, a sync vector env in step_wait."""
+        group = self.groups[half]
+        if isinstance(group, gym.vector.AsyncVectorEnv):
+            group.step_async(actions)
+        else:
+            self.waiting[half] = actions
+
+    def step_wait(self, half: int) -> tuple:
+        group = self.groups[half]
+        if isinstance(group, gym.vector.AsyncVectorEnv):
+            return group.step_wait()
+        return group.step(self.waiting.pop(half))
+
+    def reset(self, seed: int) -> tuple[np.ndarray, dict]:
+        """Env i starts from seed + i, as in one vector env."""
+        return np.concatenate([group.reset(seed=seed + span.start)[0]
+                               for group, span in zip(self.groups, self.spans)]), {}
+
+    def set_attr(self, name: str, values: list) -> None:
+        for group, span in zip(self.groups, self.spans):
+            group.set_attr(name, values[span])
+
+    def close(self, **kwargs) -> None:
+        for group in self.groups:
+            group.close(**kwargs)
 
 
 # =================================================================================================
@@ -523,10 +573,13 @@ class RewardScaler:
         self.returns = np.zeros(num_envs)
         self.rms = RunningMeanStd()
 
-    def __call__(self, reward: np.ndarray, ended: np.ndarray) -> np.ndarray:
-        self.returns = self.returns * self.gamma + reward
-        self.rms.update(torch.from_numpy(self.returns))
-        self.returns[ended] = 0.0
+    def __call__(self, reward: np.ndarray, ended: np.ndarray,
+                 part: slice = slice(None)) -> np.ndarray:
+        returns = self.returns[part]  # a view: these envs' returns are updated in place
+        returns *= self.gamma
+        returns += reward
+        self.rms.update(torch.from_numpy(returns))
+        returns[ended] = 0.0
         return np.clip(reward / math.sqrt(self.rms.var.item() + 1e-8), -NORM_CLIP, NORM_CLIP)
 
 
@@ -569,28 +622,33 @@ def finished_episodes(info: dict) -> list[tuple[int, float, int]]:
 
 
 @torch.inference_mode()
-def collect_rollout(agent: Agent, envs: gym.vector.VectorEnv, obs: np.ndarray, rollout: Rollout,
+def collect_rollout(agent: Agent, envs: EnvGroups, obs: np.ndarray, rollout: Rollout,
                     reward_scaler: RewardScaler | None, device: torch.device):
     """Step all envs num_steps times with the current policy, from the observation `obs`. Returns
     the observation to start the next rollout from and the (raw return, length) of every episode
     that ended."""
     finished = []
-    for t in range(len(rollout.rewards)):
+
+    def act(t: int, half: int, span: slice) -> None:
         # stored as the networks saw it (normalised with this step's statistics, where the agent
         # normalises), so the update re-evaluates the policy on exactly the inputs that produced
         # the stored log-probs
-        agent_obs = agent.normalize(torch.from_numpy(obs).to(device), update=True)
+        agent_obs = agent.normalize(torch.from_numpy(obs[span]).to(device), update=True)
         action, logprob, _, value = agent.get_action_and_value(agent_obs)
-        rollout.obs[t] = agent_obs.cpu().numpy()
-        rollout.actions[t] = action.cpu().numpy()
-        rollout.logprobs[t] = logprob.cpu().numpy()
-        rollout.values[t] = value.cpu().numpy()
-        obs, reward, terminated, truncated, info = envs.step(rollout.actions[t])
-        check_finite(t, observation=obs, reward=reward)  # a NaN from the env stops the run here
+        rollout.obs[t, span] = agent_obs.cpu().numpy()
+        rollout.actions[t, span] = action.cpu().numpy()
+        rollout.logprobs[t, span] = logprob.cpu().numpy()
+        rollout.values[t, span] = value.cpu().numpy()
+        envs.step_async(half, rollout.actions[t, span])
+
+    def record(t: int, half: int, span: slice) -> None:
+        obs[span], reward, terminated, truncated, info = envs.step_wait(half)
+        check_finite(t, observation=obs[span], reward=reward)  # a NaN from the env stops the run
         ended = terminated | truncated
-        rollout.rewards[t] = reward if reward_scaler is None else reward_scaler(reward, ended)
-        rollout.terminations[t] = terminated
-        rollout.truncations[t] = truncated
+        rollout.rewards[t, span] = (reward if reward_scaler is None
+                                    else reward_scaler(reward, ended, span))
+        rollout.terminations[t, span] = terminated
+        rollout.truncations[t, span] = truncated
         if ended.any():
             # Truncation is not termination: bootstrap from V(final_obs), the observation the
             # time limit cut off, which SAME_STEP autoreset keeps in info (obs is already a reset)
@@ -598,8 +656,17 @@ def collect_rollout(agent: Agent, envs: gym.vector.VectorEnv, obs: np.ndarray, r
             if cut.any():
                 final_obs = torch.from_numpy(np.stack(info["final_obs"][cut])).to(device)
                 final_value = agent.get_value(agent.normalize(final_obs))
-                rollout.next_values[t, cut] = final_value.cpu().numpy()
-            finished += [(ret, length) for _, ret, length in finished_episodes(info)]
+                rollout.next_values[t, span][cut] = final_value.cpu().numpy()
+            finished.extend((ret, length) for _, ret, length in finished_episodes(info))
+
+    halves = list(enumerate(envs.spans))
+    for t in range(len(rollout.rewards)):
+        for half, span in halves:
+            if t > 0:  # with --overlap, its step ran while the policy acted for the other half
+                record(t - 1, half, span)
+            act(t, half, span)
+    for half, span in halves:
+        record(len(rollout.rewards) - 1, half, span)
 
     # V(obs[t+1]) for every step that did not end an episode; the last step bootstraps from
     # the observation the next rollout will start from
@@ -783,7 +850,7 @@ def train(args: Args) -> dict:
     device = pick_device(args)
     seed_everything(args.seed + rank, args.torch_deterministic)
 
-    envs = make_vector_env(args, num_envs)
+    envs = EnvGroups(args, num_envs)
     obs_space, action_space = envs.single_observation_space, envs.single_action_space
     agent = Agent(obs_space.shape[0], action_space.shape[0], args.hidden_size, args.norm_obs,
                   args.init_action_std, args.activation, args.ortho_init).to(device)
@@ -906,6 +973,10 @@ def require_common(args: Args) -> None:
                           f"torchrun processes, which step an equal share of the envs each")
     if args.eval_checkpoint is not None or args.resume is not None:
         return
+    if args.overlap and args.num_envs // processes % 2:
+        per = "" if processes == 1 else f" / {processes} torchrun processes"
+        raise ConfigError(f"--overlap steps the envs in two halves: --num-envs {args.num_envs}"
+                          f"{per} must be even")
     share = args.batch_size // processes  # each process's part of every batch and minibatch
     if share % args.num_minibatches:
         of = "" if processes == 1 else f" / {processes} processes = {share}"

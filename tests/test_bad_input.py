@@ -67,6 +67,9 @@ BAD_INPUTS = {
         (["--eval-checkpoint", "missing.pt"], "--eval-checkpoint: no such file"),
     ],
 }
+for cases in BAD_INPUTS.values():  # require_common, the same in every script
+    cases.append((["--overlap", "--num-envs", "3"],
+                  "--overlap steps the envs in two halves: --num-envs 3 must be even"))
 if (
     importlib.util.find_spec("mujoco") is None
 ):  # the MuJoCo tasks are registered even without MuJoCo

@@ -158,7 +158,7 @@ def test_the_negative_reward_cutoff_truncates_in_training_and_never_in_evaluatio
 
 def test_rollout_keeps_frames_as_uint8_and_bootstraps_the_cut_episodes():
     args = frames_args(negative_reward_cutoff=3, frame_stack=2)
-    envs = pac.make_vector_env(args, 2)
+    envs = pac.EnvGroups(args, 2)
     obs, _ = envs.reset(seed=0)
     torch.manual_seed(0)
     agent = pac.Agent((2, SIZE, SIZE), 2, False)
@@ -349,7 +349,7 @@ def test_updates_on_a_fixed_carracing_rollout_fit_the_value_and_raise_the_surrog
         ent_coef=0.0,
         clip_vloss=False,
     )
-    envs = pac.make_vector_env(dataclasses.replace(args, async_envs=False), args.num_envs)
+    envs = pac.EnvGroups(dataclasses.replace(args, async_envs=False), args.num_envs)
     assert envs.single_action_space == gym.spaces.Discrete(5)
     obs, _ = envs.reset(seed=0)
     torch.manual_seed(0)

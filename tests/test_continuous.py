@@ -117,14 +117,14 @@ def test_agent_updates_its_normaliser_only_when_asked():
 def test_action_clipping_reaches_the_env_but_not_the_stored_action_or_log_prob():
     T, N = 40, 2
     torch.manual_seed(0)
-    envs = pc.make_vector_env(pc.Args(env_id="tests/NarrowAction-v0"), N)
+    envs = pc.EnvGroups(pc.Args(env_id="tests/NarrowAction-v0"), N)
     obs, _ = envs.reset(seed=0)
     agent = pc.Agent(3, 2)
     with torch.no_grad():
         agent.actor_logstd.fill_(math.log(2.0))  # most samples fall outside [-0.5, 0.5]
     rollout = pc.Rollout.empty(T, N, envs.single_observation_space, envs.single_action_space)
     pc.collect_rollout(agent, envs, obs, rollout, None, CPU)
-    received = np.stack([np.stack(env.unwrapped.received) for env in envs.envs], axis=1)
+    received = np.stack([np.stack(env.unwrapped.received) for env in envs.groups[0].envs], axis=1)
     envs.close()
 
     assert np.abs(rollout.actions).max() > 1.0

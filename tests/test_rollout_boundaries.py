@@ -2,6 +2,7 @@
 says which episode and which step it is: nothing may be learnt across a reset, and a time-limit
 truncation must bootstrap from the value of the true final observation. For the MLP scripts (a
 Discrete and a Box counter env); the pixel script's own cut-off is checked in test_carracing.py."""
+import dataclasses
 import importlib
 
 import numpy as np
@@ -37,13 +38,14 @@ class StubAgent:
     [("ppo", "tests/Counter-v0", ()), ("ppo_continuous", "tests/BoxCounter-v0", (1,))],
 )
 @pytest.mark.parametrize("scaled", [False, True])
+@pytest.mark.parametrize("overlap", [False, True])
 def test_rollout_never_crosses_a_reset_and_bootstraps_truncations(
-    module, env_id, action_shape, scaled
+    module, env_id, action_shape, scaled, overlap
 ):
     script = importlib.import_module(module)
-    T, N = 23, 3
-    args = tiny(script, env_id=env_id, num_envs=N)
-    envs = script.make_vector_env(args, N)
+    T, N = 23, 4
+    args = tiny(script, env_id=env_id, num_envs=N, overlap=overlap)
+    envs = script.EnvGroups(args, N)
     obs, _ = envs.reset(seed=0)
     rollout = script.Rollout.empty(T, N, envs.single_observation_space, envs.single_action_space)
     scaler = script.RewardScaler(N, 0.9) if scaled else None
@@ -77,3 +79,35 @@ def test_rollout_never_crosses_a_reset_and_bootstraps_truncations(
     assert all(ret == length for ret, length in finished)
     assert len(finished) == int(ended.sum())
     assert np.allclose(rollout.rewards, 1.0) != scaled
+
+
+def stub_rollout(script, env_id, action_shape, **overrides):
+    T, N = 23, 4
+    args = tiny(script, env_id=env_id, num_envs=N, **overrides)
+    envs = script.EnvGroups(args, N)
+    obs, _ = envs.reset(seed=0)
+    rollout = script.Rollout.empty(T, N, envs.single_observation_space, envs.single_action_space)
+    last_obs, finished = script.collect_rollout(StubAgent(action_shape), envs, obs, rollout, None,
+                                                torch.device("cpu"))
+    envs.close()
+    return rollout, last_obs, finished
+
+
+@pytest.mark.parametrize(
+    "module,env_id,action_shape",
+    [("ppo", "tests/Counter-v0", ()), ("ppo_continuous", "tests/BoxCounter-v0", (1,))],
+)
+@pytest.mark.parametrize("async_envs", [False, True])
+def test_overlapped_halves_collect_what_one_vector_env_collects(
+    module, env_id, action_shape, async_envs
+):
+    """--overlap steps the envs as two vector envs that take turns: with a policy that draws
+    nothing at random, the rollout is the one a single vector env gives, column for column."""
+    script = importlib.import_module(module)
+    whole = stub_rollout(script, env_id, action_shape)
+    halves = stub_rollout(script, env_id, action_shape, overlap=True, async_envs=async_envs)
+    for field in dataclasses.fields(script.Rollout):
+        np.testing.assert_array_equal(getattr(halves[0], field.name),
+                                      getattr(whole[0], field.name), err_msg=field.name)
+    np.testing.assert_array_equal(halves[1], whole[1])
+    assert sorted(halves[2]) == sorted(whole[2])

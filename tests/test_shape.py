@@ -18,7 +18,8 @@ DISCRETE = {"ppo", "ppo_atari_carracing"}
 # The same code, docstrings included, in every script that defines it.
 SHARED = {
     # the algorithm
-    "env_spec": ALL, "make_vector_env": ALL, "layer_init": ALL, "categorical_entropy": DISCRETE,
+    "env_spec": ALL, "make_vector_env": ALL, "EnvGroups": ALL, "layer_init": ALL,
+    "categorical_entropy": DISCRETE,
     "keep_default_init": {"ppo", "ppo_continuous"}, "run_layers": {"ppo", "ppo_continuous"},
     "compute_gae": ALL, "adapt_kl_beta": ALL,
     "process_place": ALL, "join_processes": ALL, "collective": ALL, "mean_over_processes": ALL,
@@ -58,7 +59,8 @@ DIFFERS = {
 
 # Everything after train(): a reader who stops at the end of train() has read the algorithm.
 PLUMBING = {name for name, scripts in SHARED.items() if scripts == ALL} - {
-    "env_spec", "make_vector_env", "layer_init", "compute_gae", "adapt_kl_beta", "NORM_CLIP",
+    "env_spec", "make_vector_env", "EnvGroups", "layer_init", "compute_gae", "adapt_kl_beta",
+    "NORM_CLIP",
     "process_place", "join_processes", "collective", "mean_over_processes", "average_gradients",
     "start_alike",
     "gather_over_processes",
