@@ -581,9 +581,10 @@ def finished_episodes(info: dict) -> list[tuple[int, float, int]]:
 @torch.inference_mode()
 def collect_rollout(agent: Agent, envs: EnvGroups, obs: np.ndarray, rollout: Rollout,
                     reward_scaler: RewardScaler | None, device: torch.device):
-    """Step all envs num_steps times with the current policy, from the observation `obs`. Returns
-    the observation to start the next rollout from and the (raw return, length) of every episode
-    that ended."""
+    """Step all envs num_steps times with the current policy, from the observation `obs` (refilled
+    in place). Returns the observation to start the next rollout from and the (raw return, length)
+    of every episode that ended. Each step is `act` then `record` for each half of the envs (one
+    half, the whole vector env, unless --overlap)."""
     finished = []
 
     def act(t: int, half: int, span: slice) -> None:
