@@ -141,6 +141,9 @@ class Args:
     """Adam learning rate"""
     anneal_lr: bool = True
     """decay the learning rate linearly to 0 over training"""
+    anneal_ent: bool = False
+    """decay the entropy bonus linearly to 0 over training, as --anneal-lr the learning rate: it
+    explores early and ends as a policy whose most likely action is the one it has been taking"""
     num_steps: int = 128
     """steps per env per rollout; the batch is num_envs * num_steps"""
     gamma: float = 0.99
@@ -707,6 +710,16 @@ def compute_gae(rewards: np.ndarray, values: np.ndarray, next_values: np.ndarray
     return advantages, advantages + values
 
 
+def schedules(args: Args, iteration: int) -> tuple[float, float]:
+    """The learning rate and the entropy bonus's weight for iteration 1, 2, ...: each its flag's
+    value throughout, or with --anneal-lr (detail 4) / --anneal-ent decaying linearly from it at
+    the first iteration towards 0 after the last."""
+    left = 1 - (iteration - 1) / args.num_iterations
+    lr = args.learning_rate * left if args.anneal_lr else args.learning_rate
+    ent_coef = args.ent_coef * left if args.anneal_ent else args.ent_coef
+    return lr, ent_coef
+
+
 def adapt_kl_beta(beta: float, kl: float, target_kl: float) -> float:
     """The PPO paper's adaptive KL coefficient (section 4): double beta when the update moved the
     policy more than 1.5x the target, halve it when less than target/1.5."""
@@ -1002,8 +1015,8 @@ def explained_variance(values: np.ndarray, returns: np.ndarray) -> float:
 
 def minibatch_losses(agent: Agent, obs: torch.Tensor, actions: torch.Tensor,
                      old_logprobs: torch.Tensor, advantages: torch.Tensor,
-                     old_values: torch.Tensor, returns: torch.Tensor, args: Args,
-                     kl_beta: float) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+                     old_values: torch.Tensor, returns: torch.Tensor, args: Args, kl_beta: float,
+                     ent_coef: float) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The PPO loss of one minibatch, to be minimised, and what is logged of it: L^CLIP (or with
     --kl-mode penalty L^KLPEN, PPO paper eq. 8, with the non-negative estimator as the sample KL),
     plus the weighted value loss, minus the weighted entropy bonus (minimising the loss raises the
@@ -1020,7 +1033,7 @@ def minibatch_losses(agent: Agent, obs: torch.Tensor, actions: torch.Tensor,
         pg_loss = pg_loss + kl_beta * kl
     v_loss = value_loss(new_value, old_values, returns, args.clip_coef if args.clip_vloss else None)
     entropy = entropy.mean()
-    loss = pg_loss - args.ent_coef * entropy + args.vf_coef * v_loss
+    loss = pg_loss - ent_coef * entropy + args.vf_coef * v_loss
     clipfrac = ((logratio.detach().exp() - 1).abs() > args.clip_coef).float().mean()
     return loss, {"policy_loss": pg_loss.detach(), "value_loss": v_loss.detach(),
                   "entropy": entropy.detach(), "old_approx_kl": old_kl.detach(),
@@ -1036,7 +1049,7 @@ def compiled_minibatch_losses() -> Callable:
 
 def update(agent: Agent, optimizer: torch.optim.Optimizer, rollout: Rollout,
            advantages: np.ndarray, returns: np.ndarray, args: Args, kl_beta: float,
-           device: torch.device) -> dict:
+           ent_coef: float, device: torch.device) -> dict:
     """Several epochs of minibatch gradient steps on the PPO loss. Returns statistics of the
     last epoch in which a step was taken (the state the policy ends in), averaged over the
     processes; in penalty mode also update_kl, the KL the whole update made, which the paper's
@@ -1060,7 +1073,8 @@ def update(agent: Agent, optimizer: torch.optim.Optimizer, rollout: Rollout,
         for start in range(0, batch_size, minibatch_size):
             mb = permutation[start:start + minibatch_size]
             loss, logged = losses(agent, b_obs[mb], b_actions[mb], b_logprobs[mb],
-                                  b_advantages[mb], b_values[mb], b_returns[mb], args, kl_beta)
+                                  b_advantages[mb], b_values[mb], b_returns[mb], args, kl_beta,
+                                  ent_coef)
             # early stop (OpenAI Spinning Up's PPO): once the policy has moved as far as the
             # target, before the next step rather than after it
             kl = logged["approx_kl"]
@@ -1136,9 +1150,8 @@ def train(args: Args) -> dict:
         # env i of process r is env r * num_envs + i of one process with all of them
         obs, _ = envs.reset(seed=reset_seed(args.seed, first) + rank * num_envs)
         for iteration in range(first, args.num_iterations + 1):
-            if args.anneal_lr:  # linearly towards 0 over training (detail 4)
-                lr = args.learning_rate * (1 - (iteration - 1) / args.num_iterations)
-                optimizer.param_groups[0]["lr"] = lr
+            lr, ent_coef = schedules(args, iteration)
+            optimizer.param_groups[0]["lr"] = lr
             # one thread while the env workers step: a thread pool that spins slows them down
             torch.set_num_threads(1)
             obs, finished = collect_rollout(agent, envs, obs, rollout, reward_scaler, device)
@@ -1146,12 +1159,13 @@ def train(args: Args) -> dict:
                                               rollout.terminations, rollout.truncations,
                                               args.gamma, args.gae_lambda)
             torch.set_num_threads(update_threads)  # the env workers are idle until the next rollout
-            stats = update(agent, optimizer, rollout, advantages, returns, args, kl_beta, device)
+            stats = update(agent, optimizer, rollout, advantages, returns, args, kl_beta,
+                           ent_coef, device)
             if args.kl_mode == "penalty":
                 stats["kl_beta"] = kl_beta
                 kl_beta = adapt_kl_beta(kl_beta, stats["update_kl"], args.kl_target)
             log.iteration(iteration, finished, stats, kl_beta,
-                          {"learning_rate": optimizer.param_groups[0]["lr"]})
+                          {"learning_rate": lr, "ent_coef": ent_coef})
     envs.close()
     return log.finish(device)
 

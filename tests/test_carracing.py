@@ -380,7 +380,7 @@ def test_updates_on_a_fixed_carracing_rollout_fit_the_value_and_raise_the_surrog
     v_before, surrogate_before = measure()
     optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5)
     for _ in range(3):
-        pac.update(agent, optimizer, rollout, adv, ret, args, 1.0, CPU)
+        pac.update(agent, optimizer, rollout, adv, ret, args, 1.0, args.ent_coef, CPU)
     v_after, surrogate_after = measure()
     assert v_after < 0.5 * v_before
     assert surrogate_after > surrogate_before

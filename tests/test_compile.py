@@ -35,7 +35,7 @@ def test_compiled_losses_and_gradients_are_the_eager_ones(script, kl_mode):
     results = []
     for losses in (script.minibatch_losses, script.compiled_minibatch_losses()):
         agent.zero_grad(set_to_none=True)
-        loss, logged = losses(agent, *batch, args, 0.5)
+        loss, logged = losses(agent, *batch, args, 0.5, 0.01)
         loss.backward()
         results.append((loss.detach(), logged, [p.grad.clone() for p in agent.parameters()]))
     (loss, logged, grads), (compiled_loss, compiled_logged, compiled_grads) = results

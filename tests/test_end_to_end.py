@@ -51,6 +51,7 @@ SUMMARY_KEYS = {
     "eval_sampled_std",
 }
 TAGS = {"charts/episodic_return", "charts/episodic_length", "charts/SPS", "charts/learning_rate",
+        "charts/ent_coef",
         "losses/policy_loss", "losses/value_loss", "losses/entropy", "losses/approx_kl",
         "losses/old_approx_kl", "losses/clipfrac", "losses/explained_variance", "losses/kl_beta",
         "eval/greedy_return", "eval/sampled_return"}
@@ -133,7 +134,7 @@ def test_kl_modes(script, kl_mode, target_kl, stops):
                                                learning_rate=1e-2)
     assert args.early_stop == stops
     optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5)
-    stats = script.update(agent, optimizer, rollout, adv, ret, args, 1.0, CPU)
+    stats = script.update(agent, optimizer, rollout, adv, ret, args, 1.0, args.ent_coef, CPU)
     assert all(np.isfinite(v) for v in stats.values())
     # early stop quits after the first minibatch that passes the (absurdly low) target
     assert stats["epochs"] == (1 if stops else args.update_epochs)
@@ -147,7 +148,7 @@ def test_early_stopping_takes_no_step_once_the_kl_has_passed_the_target(script):
     optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5)
     steps, step = [], optimizer.step
     optimizer.step = lambda: steps.append(step())
-    script.update(agent, optimizer, rollout, adv, ret, args, 1.0, CPU)
+    script.update(agent, optimizer, rollout, adv, ret, args, 1.0, args.ent_coef, CPU)
     assert len(steps) == 1
 
 
@@ -157,7 +158,7 @@ def test_the_penalty_adapts_to_the_kl_of_the_update_just_made(tmp_path, script, 
     adapts beta with it."""
     args, agent, rollout, adv, ret = collected(script, kl_mode="penalty", learning_rate=1e-2)
     optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5)
-    stats = script.update(agent, optimizer, rollout, adv, ret, args, 1.0, CPU)
+    stats = script.update(agent, optimizer, rollout, adv, ret, args, 1.0, args.ent_coef, CPU)
     obs = torch.from_numpy(rollout.obs.reshape(-1, *rollout.obs.shape[2:]))
     actions = torch.from_numpy(rollout.actions.reshape(-1, *rollout.actions.shape[2:]))
     with torch.no_grad():
@@ -195,7 +196,7 @@ def test_the_entropy_bonus_raises_the_entropy(script):
             return agent.get_action_and_value(obs, actions)[2].mean().item()
     before = mean_entropy()
     optimizer = torch.optim.SGD(agent.parameters(), lr=1e-3)  # a small step: first order holds
-    script.update(agent, optimizer, rollout, np.zeros_like(adv), ret, args, 1.0, CPU)
+    script.update(agent, optimizer, rollout, np.zeros_like(adv), ret, args, 1.0, args.ent_coef, CPU)
     assert mean_entropy() > before
 
 

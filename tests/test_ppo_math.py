@@ -144,6 +144,18 @@ def test_kl_estimators_on_known_categoricals(script):
     assert script.approx_kl(torch.zeros(10))[1].item() == 0.0
 
 
+@pytest.mark.parametrize("anneal_lr, anneal_ent", [(False, False), (True, False), (True, True)])
+def test_schedules_decay_linearly_towards_zero_after_the_last_iteration(script, anneal_lr,
+                                                                        anneal_ent):
+    args = script.Args(total_timesteps=4 * script.Args().batch_size, learning_rate=1e-3,
+                       ent_coef=0.02, anneal_lr=anneal_lr, anneal_ent=anneal_ent)
+    assert args.num_iterations == 4
+    for iteration, left in zip((1, 2, 3, 4), (1.0, 0.75, 0.5, 0.25)):
+        lr, ent_coef = script.schedules(args, iteration)
+        assert lr == pytest.approx(1e-3 * (left if anneal_lr else 1.0), rel=1e-12)
+        assert ent_coef == pytest.approx(0.02 * (left if anneal_ent else 1.0), rel=1e-12)
+
+
 def test_adaptive_kl_beta_rule(script):
     assert script.adapt_kl_beta(1.0, 0.02, 0.01) == 2.0     # above 1.5 x target: double
     assert script.adapt_kl_beta(1.0, 0.005, 0.01) == 0.5    # below target / 1.5: halve

@@ -367,7 +367,8 @@ def interrupt_after(script, monkeypatch, stop_at):
 
 def test_an_interrupted_run_resumes_to_its_end_on_its_schedule(tmp_path, script, monkeypatch):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-    args = tiny(script, run_dir=str(tmp_path), total_timesteps=4 * tiny(script).batch_size)
+    args = tiny(script, run_dir=str(tmp_path), total_timesteps=4 * tiny(script).batch_size,
+                anneal_ent=True, ent_coef=0.01)
     interrupt_after(script, monkeypatch, 2)
     with pytest.raises(script.RunStopped) as stop:
         script.train(args)
@@ -380,12 +381,14 @@ def test_an_interrupted_run_resumes_to_its_end_on_its_schedule(tmp_path, script,
         summary["run_dir"] == os.path.dirname(path)
         and summary["global_step"] == args.total_timesteps
     )
-    # the learning rate went on down the line it would have followed without the interruption
-    logged = EventAccumulator(summary["run_dir"]).Reload().Scalars("charts/learning_rate")
-    by_step = {event.step: event.value for event in logged}
-    for i in range(1, 5):
-        expected = args.learning_rate * (1 - (i - 1) / 4)
-        assert by_step[i * args.batch_size] == pytest.approx(expected, rel=1e-6), i
+    # the learning rate and the entropy weight went on down the lines they would have followed
+    # without the interruption
+    events = EventAccumulator(summary["run_dir"]).Reload()
+    for tag, start in (("charts/learning_rate", args.learning_rate), ("charts/ent_coef", 0.01)):
+        by_step = {event.step: event.value for event in events.Scalars(tag)}
+        for i in range(1, 5):
+            expected = start * (1 - (i - 1) / 4)
+            assert by_step[i * args.batch_size] == pytest.approx(expected, rel=1e-6), (tag, i)
     # the episodes before the stop are kept, those after follow them
     assert [tuple(e) for e in before] == summary["episodes"][:len(before)]
     assert all(step > 2 * args.batch_size for step, _, _ in summary["episodes"][len(before):])

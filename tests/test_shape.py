@@ -21,7 +21,7 @@ SHARED = {
     "env_spec": ALL, "make_vector_env": ALL, "EnvGroups": ALL, "layer_init": ALL,
     "categorical_entropy": DISCRETE,
     "keep_default_init": {"ppo", "ppo_continuous"}, "run_layers": {"ppo", "ppo_continuous"},
-    "compute_gae": ALL, "adapt_kl_beta": ALL,
+    "compute_gae": ALL, "schedules": ALL, "adapt_kl_beta": ALL,
     "process_place": ALL, "join_processes": ALL, "collective": ALL, "mean_over_processes": ALL,
     "average_gradients": ALL, "start_alike": ALL, "gather_over_processes": ALL,
     "NORM_CLIP": ALL, "RunningMeanStd": ALL, "RewardScaler": ALL, "Rollout": ALL,
@@ -59,7 +59,8 @@ DIFFERS = {
 
 # Everything after train(): a reader who stops at the end of train() has read the algorithm.
 PLUMBING = {name for name, scripts in SHARED.items() if scripts == ALL} - {
-    "env_spec", "make_vector_env", "EnvGroups", "layer_init", "compute_gae", "adapt_kl_beta",
+    "env_spec", "make_vector_env", "EnvGroups", "layer_init", "compute_gae", "schedules",
+    "adapt_kl_beta",
     "NORM_CLIP",
     "process_place", "join_processes", "collective", "mean_over_processes", "average_gradients",
     "start_alike",
