@@ -302,20 +302,22 @@ class FastDrawing(gym.Wrapper):
     """CarRacing's frames, the same pixels, drawn faster (tests/test_carracing.py compares them
     bit for bit with the plain env's). For every frame the env rotates, moves and culls each of
     about 800 polygons (the background, the grass squares, the road tiles) vertex by vertex in
-    Python, draws the hundred or so near the screen, and loads the score's font from disk. Here
-    the rotation and culling of all polygons are one numpy pass, only those that can touch the
-    canvas are drawn, with the same coordinates, in the same order, by the same calls, and the
-    font is loaded once. The cosine and sine are pygame's own (read off a rotated unit vector),
-    and numpy's float64 products and sums round exactly as pygame's C and Python's floats do.
-    `drawing` below is the env's `_render` step for step, but for those changes; a window
-    (--watch) keeps the env's own."""
+    Python, draws the hundred or so near the screen, loads the score's font from disk, allocates
+    two 1000x800 canvases (one to draw on, one for the flip) and returns the frame as a
+    transposed view. Here the rotation and culling of all polygons are one numpy pass, only
+    those that can touch the canvas are drawn, with the same coordinates, in the same order, by
+    the same calls; the font and the canvas are made once, the canvas is flipped in place, and
+    the frame is returned as rows. The cosine and sine are pygame's own (read off a rotated unit
+    vector), and numpy's float64 products and sums round exactly as pygame's C and Python's
+    floats do. `drawing` below is the env's `_render` step for step, but for those changes; a
+    window (--watch) keeps the env's own."""
 
     def __init__(self, env: gym.Env):
         super().__init__(env)
         import pygame
         from gymnasium.envs.box2d import car_racing
         self.pygame, self.consts = pygame, car_racing
-        self.road_poly, self.polygons, self.font = None, None, None
+        self.road_poly, self.polygons, self.font, self.canvas = None, None, None, None
         if env.unwrapped.render_mode != "human":
             env.unwrapped._render = self.drawing  # an instance attribute shadows the method
 
@@ -331,11 +333,19 @@ class FastDrawing(gym.Wrapper):
         position = base.car.hull.position
         scroll = pygame.math.Vector2((-position[0] * zoom, -position[1] * zoom)).rotate_rad(angle)
         translation = (width / 2 + scroll[0], height / 4 + scroll[1])
-        base.surf = pygame.Surface((width, height))
+        if self.canvas is None:
+            self.canvas = pygame.Surface((width, height))
+        base.surf = self.canvas
         self.draw_road(zoom, translation, angle)
         # skid marks only on screen (rgb_array: videos, a window), not in what the agent sees
         base.car.draw(base.surf, zoom, translation, angle, mode == "rgb_array")
-        base.surf = pygame.transform.flip(base.surf, False, True)
+        # upside down (the env's pygame.transform.flip), by swapping the rows of the two halves
+        rows = pygame.surfarray.pixels2d(base.surf).T
+        half = height // 2
+        top = rows[:half].copy()
+        rows[:half] = rows[:-half - 1:-1]
+        rows[-half:] = top[::-1]
+        del rows  # unlocks the canvas for drawing
         base._render_indicators(width, height)
         if self.font is None:
             pygame.font.init()
@@ -346,7 +356,11 @@ class FastDrawing(gym.Wrapper):
         base.surf.blit(text, text_rect)
         size = ((consts.VIDEO_W, consts.VIDEO_H) if mode == "rgb_array"
                 else (consts.STATE_W, consts.STATE_H))
-        return base._create_image_array(base.surf, size)
+        scaled = pygame.transform.smoothscale(base.surf, size)
+        # the env's frame is a transposed view of pygame's columns, which makes every copy of it
+        # (three a step in ActionRepeat, one in the grey-scale conversion) slow: read rows instead
+        pixels = bytearray(pygame.image.tobytes(scaled, "RGB"))
+        return np.frombuffer(pixels, np.uint8).reshape(size[1], size[0], 3)
 
     def polygons_in_order(self) -> np.ndarray:
         """[polygon, vertex, xy] in world units, in the env's drawing order: the background, the
@@ -374,14 +388,17 @@ class FastDrawing(gym.Wrapper):
         w, h = self.consts.WINDOW_W, self.consts.WINDOW_H
         on_canvas = ~((x < -2).all(1) | (x > w + 2).all(1) | (y < -2).all(1) | (y > h + 2).all(1))
         # the background square (polygon 0) nearly always holds the canvas and a border: then
-        # filling the canvas gives the same pixels for a fraction of the cost
-        corners = np.array([[-3, w + 3, w + 3, -3], [-3, -3, h + 3, h + 3]])
-        edge_x, edge_y = np.roll(x[0], -1) - x[0], np.roll(y[0], -1) - y[0]
-        side = (edge_x[:, None] * (corners[1] - y[0][:, None])
-                - edge_y[:, None] * (corners[0] - x[0][:, None]))
-        if (side > 0).all() or (side < 0).all():  # every corner inside every edge of the square
+        # filling the canvas gives the same pixels for a fraction of the cost; otherwise the
+        # square is drawn on black, as the env draws it on a new canvas
+        square = list(zip(x[0].tolist(), y[0].tolist()))
+        sides = [(bx - ax) * (cy - ay) - (by - ay) * (cx - ax)
+                 for (ax, ay), (bx, by) in zip(square, square[1:] + square[:1])
+                 for cx, cy in ((-3, -3), (w + 3, -3), (w + 3, h + 3), (-3, h + 3))]
+        if all(s > 0 for s in sides) or all(s < 0 for s in sides):  # every corner inside
             base.surf.fill(base.bg_color)
             on_canvas[0] = False
+        else:
+            base.surf.fill((0, 0, 0))
         first_tile = len(polygons) - len(base.road_poly)
         for i in np.flatnonzero(on_canvas):
             color = (base.bg_color if i == 0 else base.grass_color if i < first_tile
