@@ -358,7 +358,7 @@ class FastDrawing(gym.Wrapper):
                 else (consts.STATE_W, consts.STATE_H))
         scaled = pygame.transform.smoothscale(base.surf, size)
         # the env's frame is a transposed view of pygame's columns, which makes every copy of it
-        # (three a step in ActionRepeat, one in the grey-scale conversion) slow: read rows instead
+        # (ActionRepeat's for each hidden frame, the grey-scale conversion's) slow: read rows
         pixels = bytearray(pygame.image.tobytes(scaled, "RGB"))
         return np.frombuffer(pixels, np.uint8).reshape(size[1], size[0], 3)
 
