@@ -384,7 +384,8 @@ def test_an_interrupted_run_resumes_to_its_end_on_its_schedule(tmp_path, script,
     # the learning rate and the entropy weight went on down the lines they would have followed
     # without the interruption
     events = EventAccumulator(summary["run_dir"]).Reload()
-    for tag, start in (("charts/learning_rate", args.learning_rate), ("charts/ent_coef", args.ent_coef)):
+    for tag, start in (("charts/learning_rate", args.learning_rate),
+                       ("charts/ent_coef", args.ent_coef)):
         by_step = {event.step: event.value for event in events.Scalars(tag)}
         for i in range(1, 5):
             expected = start * (1 - (i - 1) / 4)
