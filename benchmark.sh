@@ -56,6 +56,9 @@ EVAL_EPISODES=100
 # - LunarLanderContinuous-v3: rl-zoo's recipe as published.
 # - BipedalWalker-v3: rl-zoo's recipe with lr 2.5e-4 annealed, no value clip, and the std capped by
 #   a line down to 0.3 (--final-action-std), 5M steps.
+# - HalfCheetah-v5, Hopper-v5, Walker2d-v5: rl-zoo's recipes for the v3 envs as published (one env,
+#   normalised observations and rewards, constant lr, no value clip), with --vf-coef twice rl-zoo's:
+#   SB3's value loss is the squared error, ours half of it.
 # - CarRacing-v3 (discrete, the default) and CarRacing-v3:beta (--continuous): the script's
 #   defaults, the PPO paper's Atari recipe. A run uses every core (8 async env workers, an update
 #   thread per core: --torch-threads 0), so run it alone (--jobs 1); 20 evaluation episodes, not
@@ -68,11 +71,14 @@ ppo.py|LunarLander-v3|1000000|200000|--num-envs 16 --num-steps 128 --num-minibat
 ppo_continuous.py|Pendulum-v1|102400|51200|--num-envs 4 --num-steps 256 --num-minibatches 16 --update-epochs 10 --gamma 0.97 --gae-lambda 0.95 --learning-rate 1e-3 --no-clip-vloss
 ppo_continuous.py|LunarLanderContinuous-v3|1000000|200000|--num-envs 16 --num-steps 1024 --num-minibatches 256 --update-epochs 4 --gamma 0.999 --gae-lambda 0.98 --ent-coef 0.01
 ppo_continuous.py|BipedalWalker-v3|5000000|500000|--num-envs 32 --num-steps 2048 --num-minibatches 1024 --update-epochs 10 --gamma 0.999 --gae-lambda 0.95 --learning-rate 2.5e-4 --clip-coef 0.18 --no-clip-vloss --final-action-std 0.3
+ppo_continuous.py|HalfCheetah-v5|1000000|50000|--num-envs 1 --num-steps 512 --num-minibatches 8 --update-epochs 20 --gamma 0.98 --gae-lambda 0.92 --learning-rate 2.0633e-5 --no-anneal-lr --clip-coef 0.1 --ent-coef 0.000401762 --vf-coef 1.16192 --max-grad-norm 0.8 --no-clip-vloss --hidden-size 256 --activation relu --no-ortho-init --init-action-std 0.1353
+ppo_continuous.py|Hopper-v5|1000000|50000|--num-envs 1 --num-steps 512 --num-minibatches 16 --update-epochs 5 --gamma 0.999 --gae-lambda 0.99 --learning-rate 9.80828e-5 --no-anneal-lr --clip-coef 0.2 --ent-coef 0.00229519 --vf-coef 1.671342 --max-grad-norm 0.7 --no-clip-vloss --hidden-size 256 --activation relu --no-ortho-init --init-action-std 0.1353
+ppo_continuous.py|Walker2d-v5|1000000|50000|--num-envs 1 --num-steps 512 --num-minibatches 16 --update-epochs 20 --gamma 0.99 --gae-lambda 0.95 --learning-rate 5.05041e-5 --no-anneal-lr --clip-coef 0.1 --ent-coef 0.000585045 --vf-coef 1.743846 --max-grad-norm 1.0 --no-clip-vloss
 ppo_atari_carracing.py|CarRacing-v3|300000|8192|--torch-threads 0 --eval-episodes 20
 ppo_atari_carracing.py|CarRacing-v3:beta|300000|8192|--torch-threads 0 --eval-episodes 20 --continuous
 "
 # left out of the default set: about an hour per seed here
-LONG_TASKS="BipedalWalker-v3 CarRacing-v3 CarRacing-v3:beta"
+LONG_TASKS="BipedalWalker-v3 HalfCheetah-v5 Hopper-v5 Walker2d-v5 CarRacing-v3 CarRacing-v3:beta"
 
 if [ -z "$TASKS" ]; then
   if [ "$QUICK" = 1 ]; then TASKS="CartPole-v1,Pendulum-v1"
@@ -87,14 +93,17 @@ esac
 [ -n "$SEED_LIST" ] || { echo "benchmark.sh: error: --seeds $SEEDS names no seed" >&2; exit 2; }
 
 if [ "$REPORT" = 0 ]; then
+for task in ${TASKS//,/ }; do  # every task named has a recipe, before anything is written
+  echo "$RECIPES" | awk -F'|' -v t="$task" '$2==t {f=1} END {exit !f}' ||
+    { echo "benchmark.sh: error: no recipe for task $task" >&2; exit 2; }
+done
 mkdir -p "$OUT/runs" "$OUT/logs"
 : > "$OUT/jobs.txt"
-for task in ${TASKS//,/ }; do
-  line=$(echo "$RECIPES" | awk -F'|' -v t="$task" '$2==t')
-  [ -n "$line" ] || { echo "benchmark.sh: error: no recipe for task $task" >&2; exit 2; }
-  IFS='|' read -r script task full quick hparams <<< "$line"
-  steps=$([ "$QUICK" = 1 ] && echo "$quick" || echo "$full")
-  for seed in $SEED_LIST; do  # the recipe's flags come last: they override the common ones
+# seed by seed, every task's first seeds first: a benchmark cut short still has them all
+for seed in $SEED_LIST; do
+  for task in ${TASKS//,/ }; do  # the recipe's flags come last: they override the common ones
+    IFS='|' read -r script task full quick hparams <<< "$(echo "$RECIPES" | awk -F'|' -v t="$task" '$2==t')"
+    steps=$([ "$QUICK" = 1 ] && echo "$quick" || echo "$full")
     echo "$script --env-id ${task%%:*} --seed $seed --total-timesteps $steps --torch-threads 1 --run-dir $OUT/runs/$task --exp-name bench --eval-episodes $EVAL_EPISODES $hparams" >> "$OUT/jobs.txt"
   done
 done
