@@ -111,6 +111,11 @@ class Args:
     """CarRacing only: continuous (steer, gas, brake) actions with a Beta policy instead of its 5
     discrete actions with a categorical policy. Discrete is the default because it learned
     faster in the benchmark here (README); Atari games are always discrete"""
+    init_action_mean: tuple[float, ...] | None = None
+    """with --continuous: the Beta policy's mean action at the start, one value per action
+    dimension in the env's units, each strictly inside its bounds (CarRacing: steer gas brake,
+    e.g. 0 0.5 0.05). None starts each dimension mid-range, which on CarRacing is half gas and
+    half brake at once"""
     num_envs: int = 8
     """number of parallel environments (under torchrun: over all processes, a multiple of them)"""
     async_envs: bool = True
@@ -631,7 +636,8 @@ class Agent(nn.Module):
     A Gaussian would put mass outside the bounds, and clipping it there biases the policy
     gradient (Chou et al. 2017)."""
 
-    def __init__(self, obs_shape: tuple[int, int, int], n_actions: int, continuous: bool):
+    def __init__(self, obs_shape: tuple[int, int, int], n_actions: int, continuous: bool,
+                 start_mean: list[float] | None = None):
         super().__init__()
         self.config = dict(obs_shape=list(obs_shape), n_actions=n_actions, continuous=continuous)
         self.continuous = continuous
@@ -649,6 +655,9 @@ class Agent(nn.Module):
         # dimension (continuous): broad, centred, so early rollouts explore
         outputs = 2 * n_actions if continuous else n_actions  # Beta: alpha and beta per dimension
         self.actor = layer_init(nn.Linear(512, outputs), std=0.01)
+        if start_mean is not None:  # --init-action-mean; a saved agent has its learnt bias
+            with torch.no_grad():
+                self.actor.bias.copy_(beta_start_bias(start_mean))
         self.critic = layer_init(nn.Linear(512, 1), std=1.0)
 
     def normalize(self, obs: torch.Tensor, update: bool = False) -> torch.Tensor:
@@ -687,6 +696,18 @@ class Agent(nn.Module):
             action = (log_probs + noise).argmax(dim=-1)
         logprob = log_probs.gather(-1, action.long().unsqueeze(-1)).squeeze(-1)
         return action, logprob, categorical_entropy(log_probs), value
+
+
+def beta_start_bias(start_mean: list[float]) -> torch.Tensor:
+    """The actor's bias (alphas, then betas) that starts dimension i at mean start_mean[i] in
+    (0, 1), whatever the frame (the 0.01 gain keeps the weights' share small): the smaller of
+    alpha and beta stays the default's 1 + log 2, the larger sets the mean alpha / (alpha + beta).
+    So a dimension pushed towards one bound (CarRacing's brake towards 0) is still as free as the
+    default to move away from it. softplus^-1(y) = log(expm1(y))."""
+    low = 1.0 + math.log(2.0)
+    alpha = [low * max(m / (1 - m), 1.0) for m in start_mean]
+    beta = [low * max((1 - m) / m, 1.0) for m in start_mean]
+    return torch.tensor([math.log(math.expm1(p - 1.0)) for p in alpha + beta])
 
 
 def categorical_entropy(log_probs: torch.Tensor) -> torch.Tensor:
@@ -1138,7 +1159,7 @@ def train(args: Args) -> dict:
     minibatches. Returns the run's summary (see RunLog.finish)."""
     args, resumed = resume_settings(args)  # --resume: the run's own settings and saved state
     validate_args(args)
-    check_env_id(args.env_id)
+    start_mean = beta_start_mean(args, check_env_id(args.env_id))
     join_processes(args)  # torchrun: several processes train one agent, each with its own envs
     rank, processes = process_place()
     num_envs = args.num_envs // processes
@@ -1152,7 +1173,7 @@ def train(args: Args) -> dict:
     obs_space, action_space = envs.single_observation_space, envs.single_action_space
     continuous = isinstance(action_space, gym.spaces.Box)
     n_actions = action_space.shape[0] if continuous else int(action_space.n)
-    agent = Agent(obs_space.shape, n_actions, continuous).to(device)
+    agent = Agent(obs_space.shape, n_actions, continuous, start_mean).to(device)
     # eps 1e-5 as in openai/baselines (detail 3); the fused kernel does the whole step in one op
     optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5, fused=True)
     reward_scaler = RewardScaler(num_envs, args.gamma) if args.norm_reward else None
@@ -1327,8 +1348,9 @@ def validate_args(args: Args) -> None:
     require_common(args)
 
 
-def check_env_id(env_id: str) -> None:
-    """An unknown id or a wrong kind of env is the most common mistake; say what to do."""
+def check_env_id(env_id: str) -> gym.spaces.Space:
+    """An unknown id or a wrong kind of env is the most common mistake; say what to do. Returns
+    the env's own action space (CarRacing's: continuous, its default)."""
     if is_atari(env_id):
         register_atari()
     try:
@@ -1356,6 +1378,29 @@ def check_env_id(env_id: str) -> None:
     elif not isinstance(action_space, gym.spaces.Discrete):
         raise ConfigError(f"--env-id: {env_id} has a {type(action_space).__name__} action space; "
                           f"ppo_atari_carracing.py needs Discrete or Box")
+    return action_space
+
+
+def beta_start_mean(args: Args, env_actions: gym.spaces.Space) -> list[float] | None:
+    """--init-action-mean checked against the env's actions and mapped as RescaleAction maps the
+    Beta's [0, 1] onto the bounds: the means the Beta policy starts at."""
+    if args.init_action_mean is None:
+        return None
+    if env_spec(args.env_id).entry_point == CAR_RACING and not args.continuous:
+        raise ConfigError("--init-action-mean sets where the Beta policy starts: it needs "
+                          "--continuous")
+    if not isinstance(env_actions, gym.spaces.Box):
+        raise ConfigError(f"--init-action-mean: {args.env_id} has discrete actions; the flag sets "
+                          f"where the Beta policy of continuous actions starts")
+    low, high = env_actions.low.astype(float), env_actions.high.astype(float)
+    mean = np.array(args.init_action_mean, dtype=float)
+    if mean.shape != low.shape:
+        raise ConfigError(f"--init-action-mean takes {low.size} values, one per action dimension "
+                          f"of {args.env_id}, got {mean.size}")
+    if not (np.all(low < mean) and np.all(mean < high)):
+        raise ConfigError(f"--init-action-mean must be strictly inside the action bounds "
+                          f"{low.tolist()} to {high.tolist()}, got {mean.tolist()}")
+    return ((mean - low) / (high - low)).tolist()
 
 
 def creation_error(err: Exception) -> str:

@@ -64,6 +64,19 @@ BAD_INPUTS = {
         (["--num-minibatches", "3"], "--num-minibatches 3 does not divide the batch"),
         (["--negative-reward-cutoff", "-1"], "--negative-reward-cutoff must be >= 0"),
         (["--torch-threads", "-1"], "--torch-threads must be >= 0 (0: one per core), got -1"),
+        (
+            ["--init-action-mean", "0", "0.5", "0.05"],
+            "--init-action-mean sets where the Beta policy starts: it needs --continuous",
+        ),
+        (
+            ["--continuous", "--init-action-mean", "0", "0.5"],
+            "--init-action-mean takes 3 values, one per action dimension of CarRacing-v3, got 2",
+        ),
+        (
+            ["--continuous", "--init-action-mean", "0", "0.5", "0"],
+            "--init-action-mean must be strictly inside the action bounds [-1.0, 0.0, 0.0] to "
+            "[1.0, 1.0, 1.0], got [0.0, 0.5, 0.0]",
+        ),
         (["--eval-checkpoint", "missing.pt"], "--eval-checkpoint: no such file"),
     ],
 }

@@ -290,6 +290,58 @@ def test_beta_samples_stay_inside_the_bounds_and_greedy_is_the_mean():
     )  # the bounds are reachable
 
 
+def beta_parameters(bias):
+    """alpha and beta per dimension from the actor's bias, by the closed form 1 + log(1 + e^x)."""
+    alpha, beta = (1 + np.log1p(np.exp(bias.detach().double().numpy()))).reshape(2, -1)
+    return alpha, beta
+
+
+def test_init_action_mean_starts_the_beta_policy_there():
+    """--init-action-mean 0 0.5 0.05 on CarRacing's (steer, gas, brake): straight, half gas, and
+    the brake near released, instead of half gas and half brake at once. The smaller of alpha
+    and beta stays at the default start's 1 + log 2."""
+    args = pac.Args(continuous=True, init_action_mean=(0.0, 0.5, 0.05))
+    space = gym.spaces.Box(np.array([-1, 0, 0], np.float32), np.array([1, 1, 1], np.float32))
+    start = pac.beta_start_mean(args, space)
+    np.testing.assert_allclose(start, [0.5, 0.5, 0.05])
+    agent = pac.Agent((4, 84, 84), 3, True, start)
+    alpha, beta = beta_parameters(agent.actor.bias)
+    np.testing.assert_allclose(alpha / (alpha + beta), [0.5, 0.5, 0.05], rtol=1e-6)
+    np.testing.assert_allclose(np.minimum(alpha, beta), 1 + math.log(2), rtol=1e-6)
+    # on any frame the mean is near the start (the actor's 0.01 gain), exactly on a black one
+    # (every bias before the actor is 0, so the features are 0)
+    frames = torch.randint(0, 256, (16, 4, 84, 84), dtype=torch.uint8)
+    black = torch.zeros(1, 4, 84, 84, dtype=torch.uint8)
+    with torch.no_grad():
+        greedy = agent.get_action_and_value(frames, greedy=True)[0]
+        exact = agent.get_action_and_value(black, greedy=True)[0]
+    torch.testing.assert_close(exact[0], torch.tensor([0.5, 0.5, 0.05]))
+    assert (greedy - torch.tensor([0.5, 0.5, 0.05])).abs().max() < 0.02
+    # without the flag: mid-range, alpha = beta = 1 + log 2 (a zero bias)
+    assert pac.beta_start_mean(pac.Args(continuous=True), space) is None
+    alpha, beta = beta_parameters(pac.Agent((4, 84, 84), 3, True).actor.bias)
+    np.testing.assert_allclose(np.concatenate([alpha, beta]), 1 + math.log(2), rtol=1e-6)
+
+
+def test_training_starts_from_init_action_mean(tmp_path, monkeypatch):
+    """train() builds its agent from --init-action-mean, in the env's units: 0.5 on [-1, 1] is
+    0.75 of the range."""
+    made = []
+
+    class Recorded(pac.Agent):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            made.append(self.actor.bias.detach().clone())
+
+    monkeypatch.setattr(pac, "Agent", Recorded)
+    pac.train(pac.Args(env_id="tests/GlimpseContinuous-v0", run_dir=str(tmp_path), frame_size=SIZE,
+                       action_repeat=1, negative_reward_cutoff=0, async_envs=False, num_envs=2,
+                       num_steps=8, num_minibatches=2, total_timesteps=16, eval_episodes=1,
+                       init_action_mean=(0.5,)))
+    alpha, beta = beta_parameters(made[0])
+    np.testing.assert_allclose(alpha / (alpha + beta), [0.75], rtol=1e-6)
+
+
 # --- end to end -----------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("async_envs,envs_made", [(True, 2), (False, 5)])

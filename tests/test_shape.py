@@ -53,8 +53,9 @@ DIFFERS = {
                        "check_env_id"},
     "ppo_atari_carracing": {"Args", "CAR_RACING", "is_atari", "register_atari", "ActionRepeat",
                             "FastDrawing", "NegativeRewardCutoff", "GreyResize", "EpisodicLife",
-                            "FireReset", "make_env", "BETA_EPS", "Agent", "entropy_floor", "train",
-                            "MIN_FRAME_SIZE", "validate_args", "check_env_id"},
+                            "FireReset", "make_env", "BETA_EPS", "Agent", "beta_start_bias",
+                            "entropy_floor", "train", "MIN_FRAME_SIZE", "validate_args",
+                            "check_env_id", "beta_start_mean"},
 }
 
 # Everything after train(): a reader who stops at the end of train() has read the algorithm.
@@ -69,7 +70,7 @@ PLUMBING = {name for name, scripts in SHARED.items() if scripts == ALL} - {
     "RewardScaler", "Rollout", "finished_episodes", "collect_rollout", "normalize_advantages",
     "policy_loss", "value_loss", "approx_kl", "explained_variance", "minibatch_losses",
     "compiled_minibatch_losses", "update",
-} | {"MIN_FRAME_SIZE", "validate_args", "check_env_id"}
+} | {"MIN_FRAME_SIZE", "validate_args", "check_env_id", "beta_start_mean"}
 
 SECTIONS = ["# The environment", "# The agent", "# The PPO math", "# Several processes",
             "# Collect", "# Update",
