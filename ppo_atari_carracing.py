@@ -188,6 +188,9 @@ class Args:
     eval_episodes: int = 10
     """episodes for the final evaluation (greedy and sampled), and for --eval-checkpoint; 10, not
     the MLP scripts' 100: each episode is 250 steps of a renderer process"""
+    eval_sampled: bool = True
+    """also evaluate the sampled policy after the greedy one (off: greedy only, half the
+    evaluation's time)"""
     eval_checkpoint: str | None = None
     """evaluate this saved agent.pt instead of training"""
     resume: str | None = None
@@ -1654,8 +1657,14 @@ def evaluate(agent: Agent, args: Args, episodes: int, greedy: bool, seed: int,
     return np.array([ret for env_returns in returns for ret in env_returns])
 
 
+def eval_modes(args: Args) -> tuple[str, ...]:
+    """The policies an evaluation plays: the greedy one (the number a benchmark reports), then,
+    unless --no-eval-sampled, the sampled one training acts with."""
+    return ("greedy", "sampled") if args.eval_sampled else ("greedy",)
+
+
 def evaluate_checkpoint(args: Args) -> dict:
-    """--eval-checkpoint: the saved agent, greedy and sampled, on the env it was trained on."""
+    """--eval-checkpoint: the saved agent, greedy then sampled, on the env it was trained on."""
     validate_args(args)
     torch.set_num_threads(1)  # evaluation's forward passes are small, as at the end of training
     device = pick_device(args)
@@ -1684,7 +1693,7 @@ def evaluate_checkpoint(args: Args) -> dict:
         step = read_checkpoint(args.eval_checkpoint, "--eval-checkpoint")["global_step"]
         video = eval_video_prefix(folder, step)
     result = {"env_id": train_args.env_id, "checkpoint": args.eval_checkpoint}
-    for mode in ("greedy", "sampled"):
+    for mode in eval_modes(args):
         returns = evaluate(agent, train_args, args.eval_episodes, mode == "greedy",
                            args.seed + 100_000, device, video if mode == "greedy" else None)
         result[f"eval_{mode}_mean"] = float(returns.mean())
@@ -1961,7 +1970,7 @@ class RunLog:
                    "steps_to_threshold": self.steps_to_threshold,
                    "reward_threshold": self.threshold, "episodes": self.episodes}
         torch.set_num_threads(1)  # evaluation's forward passes are small, as in evaluate_checkpoint
-        for mode in ("greedy", "sampled"):
+        for mode in eval_modes(args):
             video = None
             if args.capture_video and mode == "greedy":
                 video = eval_video_prefix(self.run_path, self.global_step)
@@ -1974,10 +1983,10 @@ class RunLog:
         self.stop_tracking(exit_code=0)
         with open(os.path.join(self.run_path, "summary.json"), "w") as f:
             json.dump(summary, f)
+        scores = ", ".join(f"{mode} {summary[f'eval_{mode}_mean']:.2f} "
+                           f"+- {summary[f'eval_{mode}_std']:.2f}" for mode in eval_modes(args))
         print(f"{args.env_id}: {self.global_step:,} steps at {sps:,.0f} SPS; evaluation over "
-              f"{args.eval_episodes} episodes: greedy {summary['eval_greedy_mean']:.2f} "
-              f"+- {summary['eval_greedy_std']:.2f}, sampled {summary['eval_sampled_mean']:.2f} "
-              f"+- {summary['eval_sampled_std']:.2f}; checkpoint {self.checkpoint_path}")
+              f"{args.eval_episodes} episodes: {scores}; checkpoint {self.checkpoint_path}")
         return summary
 
 

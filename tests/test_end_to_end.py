@@ -76,6 +76,11 @@ def test_a_run_writes_its_folder_and_metrics_and_its_checkpoint_evaluates(tmp_pa
     assert (result["eval_greedy_mean"], result["eval_greedy_std"]) == \
         (summary["eval_greedy_mean"], summary["eval_greedy_std"])
     assert np.isfinite(result["eval_sampled_mean"])
+    # greedy only (--no-eval-sampled, as tests/test_trained.py evaluates the shipped agents): the
+    # greedy pass comes first and draws no random numbers, so its score does not change
+    greedy = script.main(script.Args(eval_checkpoint=summary["checkpoint"],
+                                     eval_episodes=args.eval_episodes, eval_sampled=False))
+    assert greedy == {key: result[key] for key in result if "sampled" not in key}
 
 
 @pytest.mark.parametrize(

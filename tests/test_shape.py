@@ -38,7 +38,7 @@ SHARED = {
     "set_random_states": ALL, "make_checkpoint": ALL, "save_checkpoint": ALL,
     "read_checkpoint": ALL, "load_checkpoint": ALL, "resume_settings": ALL, "restore": ALL,
     "write_video": ALL, "video_schedule": ALL, "RecordEpisodes": ALL, "eval_video_prefix": ALL,
-    "evaluate": ALL, "evaluate_checkpoint": ALL,
+    "evaluate": ALL, "eval_modes": ALL, "evaluate_checkpoint": ALL,
     "health_warnings": ALL, "format_progress": ALL, "new_run_folder": ALL, "RunLog": ALL,
     "raise_keyboard_interrupt": ALL, "require_display": ALL, "main": ALL,
 }
