@@ -10,6 +10,8 @@
 #   ./benchmark.sh --tasks Pendulum-v1 --seeds 4-6 --out more   # seeds 4, 5, 6 (fresh seeds for a
 #                                                               # recipe chosen on seeds 1-3)
 #   ./benchmark.sh --tasks BipedalWalker-v3      # a long task, only when named
+#   ./benchmark.sh --tasks Hopper-v5 --out mj    # run again after a cut: only the seeds without a
+#                                                # finished run in mj/ are trained
 #   ./benchmark.sh --report --out results        # only rebuild the table and plots from the runs
 #                                                # (and env-only rates) already in --out
 #   ./benchmark.sh --quick --compare-sb3     # also train Stable-Baselines3's PPO with the same
@@ -100,9 +102,15 @@ for task in ${TASKS//,/ }; do  # every task named has a recipe, before anything 
 done
 mkdir -p "$OUT/runs" "$OUT/logs"
 : > "$OUT/jobs.txt"
+done_before=0
 # seed by seed, every task's first seeds first: a benchmark cut short still has them all
 for seed in $SEED_LIST; do
   for task in ${TASKS//,/ }; do  # the recipe's flags come last: they override the common ones
+    # a seed that already finished in --out is not run again: a benchmark cut short is completed
+    # by running the same command (a run stopped midway has no summary.json and runs afresh)
+    if compgen -G "$OUT/runs/$task/${task%%:*}__bench__${seed}__*/summary.json" > /dev/null; then
+      done_before=$((done_before + 1)); continue
+    fi
     IFS='|' read -r script task full quick hparams <<< "$(echo "$RECIPES" | awk -F'|' -v t="$task" '$2==t')"
     steps=$([ "$QUICK" = 1 ] && echo "$quick" || echo "$full")
     echo "$script --env-id ${task%%:*} --seed $seed --total-timesteps $steps --torch-threads 1 --run-dir $OUT/runs/$task --exp-name bench --eval-episodes $EVAL_EPISODES $hparams" >> "$OUT/jobs.txt"
@@ -119,7 +127,8 @@ if [ "$COMPARE" = 1 ]; then
   done
 fi
 
-echo "benchmark: $(wc -l < "$OUT/jobs.txt") runs, $JOBS at a time; logs in $OUT/logs/"
+echo "benchmark: $(wc -l < "$OUT/jobs.txt") runs, $JOBS at a time; logs in $OUT/logs/" \
+     "($done_before already finished in $OUT)"
 run_one() {  # one training run; its summary.json lands in its run folder
   local log; log="$OUT/logs/$(echo "$*" | awk '{n=split($1, p, "/"); for (i = 1; i < NF; i++) if ($i == "--run-dir") m=split($(i+1), d, "/");
                                               print p[n] "_" d[m] "_seed" $5}').log"

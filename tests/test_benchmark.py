@@ -53,3 +53,27 @@ def test_benchmark_sh_without_the_packages_is_one_line(tmp_path):
 def test_the_curve_is_the_mean_of_the_last_20_returns_so_far(values, expected):
     summary = {"episodes": [[100 * (i + 1), v, 1] for i, v in enumerate(values)]}
     assert list(report.curve(summary, [100, 200, 300])) == expected
+
+
+def test_benchmark_sh_runs_only_the_seeds_not_finished_in_its_folder(tmp_path):
+    """Run again with the same --out after a cut, benchmark.sh trains only the seeds that have no
+    finished run (summary.json) there. PYTHON is a stand-in that records what it is asked to run."""
+    fake_python = tmp_path / "python"
+    fake_python.write_text('#!/usr/bin/env bash\necho "$@" >> "$(dirname "$0")/calls"\n'
+                           '[ "$1" = benchmark/env_rate.py ] && echo "$3 1000"\nexit 0\n')
+    fake_python.chmod(0o755)
+    out = tmp_path / "out"
+    finished = out / "runs" / "CartPole-v1" / "CartPole-v1__bench__1__1795000000"
+    finished.mkdir(parents=True)
+    (finished / "summary.json").write_text("{}")
+    cut = out / "runs" / "CartPole-v1" / "CartPole-v1__bench__2__1795000001"  # stopped midway
+    cut.mkdir(parents=True)
+    result = subprocess.run(["bash", os.path.join(ROOT, "benchmark.sh"), "--quick", "--tasks",
+                             "CartPole-v1", "--seeds", "3", "--jobs", "1", "--out", str(out)],
+                            env=dict(os.environ, PYTHON=str(fake_python)), capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "2 runs, 1 at a time" in result.stdout and "(1 already finished" in result.stdout
+    trained = [line.split() for line in (tmp_path / "calls").read_text().splitlines()
+               if line.startswith("ppo.py")]
+    assert [words[words.index("--seed") + 1] for words in trained] == ["2", "3"]
