@@ -102,15 +102,9 @@ for task in ${TASKS//,/ }; do  # every task named has a recipe, before anything 
 done
 mkdir -p "$OUT/runs" "$OUT/logs"
 : > "$OUT/jobs.txt"
-done_before=0
 # seed by seed, every task's first seeds first: a benchmark cut short still has them all
 for seed in $SEED_LIST; do
   for task in ${TASKS//,/ }; do  # the recipe's flags come last: they override the common ones
-    # a seed that already finished in --out is not run again: a benchmark cut short is completed
-    # by running the same command (a run stopped midway has no summary.json and runs afresh)
-    if compgen -G "$OUT/runs/$task/${task%%:*}__bench__${seed}__*/summary.json" > /dev/null; then
-      done_before=$((done_before + 1)); continue
-    fi
     IFS='|' read -r script task full quick hparams <<< "$(echo "$RECIPES" | awk -F'|' -v t="$task" '$2==t')"
     steps=$([ "$QUICK" = 1 ] && echo "$quick" || echo "$full")
     echo "$script --env-id ${task%%:*} --seed $seed --total-timesteps $steps --torch-threads 1 --run-dir $OUT/runs/$task --exp-name bench --eval-episodes $EVAL_EPISODES $hparams" >> "$OUT/jobs.txt"
@@ -127,15 +121,26 @@ if [ "$COMPARE" = 1 ]; then
   done
 fi
 
-echo "benchmark: $(wc -l < "$OUT/jobs.txt") runs, $JOBS at a time; logs in $OUT/logs/" \
-     "($done_before already finished in $OUT)"
+# a run that already finished in --out is not run again: a benchmark cut short is completed by
+# running the same command (a run stopped midway has no summary.json and runs afresh); jobs.txt
+# keeps every run, for the report
+finished() {
+  local run_dir seed
+  run_dir=$(echo "$1" | awk '{for(i=1;i<NF;i++) if($i=="--run-dir") print $(i+1)}')
+  seed=$(echo "$1" | awk '{for(i=1;i<NF;i++) if($i=="--seed") print $(i+1)}')
+  compgen -G "$run_dir/*__${seed}__*/summary.json" > /dev/null
+}
+: > "$OUT/to_run.txt"
+while read -r job; do finished "$job" || echo "$job" >> "$OUT/to_run.txt"; done < "$OUT/jobs.txt"
+echo "benchmark: $(wc -l < "$OUT/to_run.txt") runs, $JOBS at a time; logs in $OUT/logs/" \
+     "($(( $(wc -l < "$OUT/jobs.txt") - $(wc -l < "$OUT/to_run.txt") )) already finished there)"
 run_one() {  # one training run; its summary.json lands in its run folder
   local log; log="$OUT/logs/$(echo "$*" | awk '{n=split($1, p, "/"); for (i = 1; i < NF; i++) if ($i == "--run-dir") m=split($(i+1), d, "/");
                                               print p[n] "_" d[m] "_seed" $5}').log"
   $PYTHON $* > "$log" 2>&1 && tail -n 1 "$log" || { echo "FAILED: $* (see $log)"; return 1; }
 }
 export -f run_one; export OUT PYTHON
-xargs -P "$JOBS" -I{} bash -c 'run_one {}' < "$OUT/jobs.txt" || echo "benchmark: some runs failed; the table has the others"
+xargs -P "$JOBS" -I{} bash -c 'run_one {}' < "$OUT/to_run.txt" || echo "benchmark: some runs failed; the table has the others"
 
 # The ceiling: the same vector env stepped with random actions, $JOBS copies side by side so the
 # machine is as loaded as during training.

@@ -73,7 +73,8 @@ def test_benchmark_sh_runs_only_the_seeds_not_finished_in_its_folder(tmp_path):
                             env=dict(os.environ, PYTHON=str(fake_python)), capture_output=True,
                             text=True, timeout=60)
     assert result.returncode == 0, result.stderr
-    assert "2 runs, 1 at a time" in result.stdout and "(1 already finished" in result.stdout
+    assert "2 runs, 1 at a time" in result.stdout and "(1 already finished there)" in result.stdout
     trained = [line.split() for line in (tmp_path / "calls").read_text().splitlines()
                if line.startswith("ppo.py")]
     assert [words[words.index("--seed") + 1] for words in trained] == ["2", "3"]
+    assert len((out / "jobs.txt").read_text().splitlines()) == 3  # the report reads every run's
