@@ -1057,9 +1057,10 @@ def ignore_ctrl_c_in_worker(creator: int) -> None:
 
 
 def on_cpu(tree: Any) -> Any:
-    """A copy of a nest of dicts, lists and tuples whose tensors are copied to the CPU."""
+    """A copy of a nest of dicts, lists and tuples whose tensors are copied to the CPU, laid out
+    in the default row-major order whatever their layout in training (channels-last weights)."""
     if isinstance(tree, torch.Tensor):
-        return tree.detach().to("cpu", copy=True)
+        return tree.detach().to("cpu", copy=True, memory_format=torch.contiguous_format)
     if isinstance(tree, dict):
         return {key: on_cpu(value) for key, value in tree.items()}
     if isinstance(tree, (list, tuple)):

@@ -1177,7 +1177,10 @@ def train(args: Args) -> dict:
     obs_space, action_space = envs.single_observation_space, envs.single_action_space
     continuous = isinstance(action_space, gym.spaces.Box)
     n_actions = action_space.shape[0] if continuous else int(action_space.n)
-    agent = Agent(obs_space.shape, n_actions, continuous, start_mean).to(device)
+    # channels-last weights: the CPU's convolution kernels take about a fifth off the update
+    # (docs/notes/speed.md); the same arithmetic, in another rounding order
+    agent = Agent(obs_space.shape, n_actions, continuous, start_mean).to(
+        device, memory_format=torch.channels_last)
     # eps 1e-5 as in openai/baselines (detail 3); the fused kernel does the whole step in one op
     optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5, fused=True)
     reward_scaler = RewardScaler(num_envs, args.gamma) if args.norm_reward else None
@@ -1449,9 +1452,10 @@ def ignore_ctrl_c_in_worker(creator: int) -> None:
 
 
 def on_cpu(tree: Any) -> Any:
-    """A copy of a nest of dicts, lists and tuples whose tensors are copied to the CPU."""
+    """A copy of a nest of dicts, lists and tuples whose tensors are copied to the CPU, laid out
+    in the default row-major order whatever their layout in training (channels-last weights)."""
     if isinstance(tree, torch.Tensor):
-        return tree.detach().to("cpu", copy=True)
+        return tree.detach().to("cpu", copy=True, memory_format=torch.contiguous_format)
     if isinstance(tree, dict):
         return {key: on_cpu(value) for key, value in tree.items()}
     if isinstance(tree, (list, tuple)):
