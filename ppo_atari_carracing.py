@@ -300,11 +300,11 @@ class ActionRepeat(gym.Wrapper):
 
     def skip_drawing(self, mode: str) -> np.ndarray:
         """CarRacing's `_render` on a frame nobody sees: note the score it would show, and return
-        the last drawn frame, so anything that checks the observation still sees a valid one (the
-        frame itself, not a copy: nothing writes into it, and the next drawing makes a new one)."""
+        a copy of the last drawn frame, so anything that checks the observation still sees a valid
+        one (a copy: gymnasium's contract is a new array from every step, and its checker warns)."""
         base = self.env.unwrapped
         self.score_when_drawn = base.reward
-        return base.state
+        return base.state.copy()
 
 
 class FastDrawing(gym.Wrapper):

@@ -1,9 +1,11 @@
 """Episode boundaries under gymnasium 1.x vector envs, checked on a toy env whose observation
 says which episode and which step it is: nothing may be learnt across a reset, and a time-limit
 truncation must bootstrap from the value of the true final observation. For the MLP scripts (a
-Discrete and a Box counter env); the pixel script's own cut-off is checked in test_carracing.py."""
+Discrete and a Box counter env); the pixel script's own cut-off is checked in test_carracing.py.
+And every script's env stack keeps gymnasium's own checks quiet."""
 import dataclasses
 import importlib
+import warnings
 
 import numpy as np
 import pytest
@@ -111,3 +113,25 @@ def test_overlapped_halves_collect_what_one_vector_env_collects(
                                       getattr(whole[0], field.name), err_msg=field.name)
     np.testing.assert_array_equal(halves[1], whole[1])
     assert sorted(halves[2]) == sorted(whole[2])
+
+
+@pytest.mark.parametrize("module,env_id,extra", [
+    ("ppo", "CartPole-v1", {}), ("ppo_continuous", "Pendulum-v1", {}),
+    ("ppo_atari_carracing", "CarRacing-v3", {}),
+    ("ppo_atari_carracing", "CarRacing-v3", {"continuous": True}),
+    ("ppo_atari_carracing", "ALE/Breakout-v5", {})])
+def test_each_env_stack_passes_gymnasium_s_checks_without_a_warning(module, env_id, extra):
+    """gym.make wraps every env in gymnasium's passive checker, which warns about a broken
+    contract on the first reset and steps: for instance two calls that return one array, which a
+    user keeping observations would see change under them. The wrappers the scripts add must not
+    break one either: each stack as the script builds it, for training and for evaluation."""
+    script = importlib.import_module(module)
+    for training in (True, False):
+        env = script.make_env(script.Args(env_id=env_id, **extra), training)()
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            env.reset(seed=0)
+            env.action_space.seed(0)
+            for _ in range(5):
+                env.step(env.action_space.sample())
+        env.close()
