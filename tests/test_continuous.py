@@ -221,9 +221,10 @@ PENDULUM = dict(
     num_minibatches=16,
     update_epochs=10,
     gamma=0.97,
-    gae_lambda=0.95,
+    gae_lambda=0.9,
     learning_rate=1e-3,
     clip_vloss=False,
+    activation="relu",
     total_timesteps=102_400,
 )
 
@@ -233,8 +234,8 @@ def test_learns_pendulum(tmp_path):
     greedy evaluation return above -400 over 10 episodes within a budget of 102,400 steps
     (100 rollouts of 4 envs x 256 steps), on the CPU. The recipe is benchmark.sh's: rl-zoo's
     Pendulum one (lr 1e-3 annealed, 10 epochs of minibatches of 64, no entropy bonus) without
-    its gSDE exploration, with shorter rollouts, gamma 0.97 and no value clipping (how it was
-    chosen: benchmark.sh and docs/notes/ppo_continuous.md)."""
+    its gSDE exploration, with shorter rollouts, gamma 0.97, lambda 0.9, no value clipping and
+    ReLU units (how it was chosen: docs/benchmark/recipes.md)."""
     summary = pc.train(pc.Args(run_dir=str(tmp_path), seed=1, eval_episodes=10, **PENDULUM))
     first = [ret for _, ret, _ in summary["episodes"][:20]]
     assert np.mean(first) < -1000
