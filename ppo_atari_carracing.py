@@ -1177,8 +1177,8 @@ def train(args: Args) -> dict:
     obs_space, action_space = envs.single_observation_space, envs.single_action_space
     continuous = isinstance(action_space, gym.spaces.Box)
     n_actions = action_space.shape[0] if continuous else int(action_space.n)
-    # channels-last weights: the CPU's convolution kernels take about a fifth off the update
-    # (docs/notes/speed.md); the same arithmetic, in another rounding order
+    # channels-last weights: the CPU's convolution kernels are faster on them (measured in
+    # docs/notes/speed.md); the same arithmetic, in another rounding order
     agent = Agent(obs_space.shape, n_actions, continuous, start_mean).to(
         device, memory_format=torch.channels_last)
     # eps 1e-5 as in openai/baselines (detail 3); the fused kernel does the whole step in one op
