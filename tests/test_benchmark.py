@@ -78,3 +78,27 @@ def test_benchmark_sh_runs_only_the_seeds_not_finished_in_its_folder(tmp_path):
                if line.startswith("ppo.py")]
     assert [words[words.index("--seed") + 1] for words in trained] == ["2", "3"]
     assert len((out / "jobs.txt").read_text().splitlines()) == 3  # the report reads every run's
+
+
+def recipes():
+    """benchmark.sh's RECIPES lines: (script, task, full steps, quick steps, flags)."""
+    with open(os.path.join(ROOT, "benchmark.sh")) as f:
+        text = f.read()
+    block = text.split('RECIPES="\n', 1)[1].split('\n"', 1)[0]
+    return [tuple(line.split("|")) for line in block.splitlines()]
+
+
+@pytest.mark.parametrize("script_file,task,full,quick,flags", recipes(),
+                         ids=[recipe[1] for recipe in recipes()])
+def test_every_recipe_is_a_command_line_its_script_accepts(script_file, task, full, quick, flags):
+    """A slip in a recipe's flags (some runs take hours) shows here, not after the queue starts:
+    benchmark.sh's job line for the task, parsed and checked as the script would."""
+    import importlib
+    import shlex
+    import tyro
+    script = importlib.import_module(script_file.removesuffix(".py"))
+    for steps in (full, quick):
+        args = tyro.cli(script.Args, args=["--env-id", task.split(":")[0], "--seed", "1",
+                                           "--total-timesteps", steps, "--torch-threads", "1",
+                                           "--eval-episodes", "100", *shlex.split(flags)])
+        script.validate_args(args)
