@@ -663,6 +663,10 @@ class Agent(nn.Module):
             with torch.no_grad():
                 self.actor.bias.copy_(beta_start_bias(start_mean))
         self.critic = layer_init(nn.Linear(512, 1), std=1.0)
+        # channels-last weights: the CPU's convolution kernels are faster on them (measured in
+        # docs/notes/speed.md), with the same arithmetic in another rounding order; made here, so
+        # an agent loaded from a checkpoint acts exactly as it did in its run
+        self.to(memory_format=torch.channels_last)
 
     def normalize(self, obs: torch.Tensor, update: bool = False) -> torch.Tensor:
         """What the rollout stores and the networks take: the uint8 frames as they are (a quarter
@@ -1177,10 +1181,7 @@ def train(args: Args) -> dict:
     obs_space, action_space = envs.single_observation_space, envs.single_action_space
     continuous = isinstance(action_space, gym.spaces.Box)
     n_actions = action_space.shape[0] if continuous else int(action_space.n)
-    # channels-last weights: the CPU's convolution kernels are faster on them (measured in
-    # docs/notes/speed.md); the same arithmetic, in another rounding order
-    agent = Agent(obs_space.shape, n_actions, continuous, start_mean).to(
-        device, memory_format=torch.channels_last)
+    agent = Agent(obs_space.shape, n_actions, continuous, start_mean).to(device)
     # eps 1e-5 as in openai/baselines (detail 3); the fused kernel does the whole step in one op
     optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5, fused=True)
     reward_scaler = RewardScaler(num_envs, args.gamma) if args.norm_reward else None
