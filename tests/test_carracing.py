@@ -208,6 +208,25 @@ def test_nature_cnn_shapes(continuous):
     torch.testing.assert_close(agent.features(white), agent.network(torch.ones(1, 4, 84, 84)))
 
 
+def test_a_saved_agent_loads_with_the_weight_layout_it_trained_with(tmp_path):
+    """Training's convolutions run on channels-last weights, and a checkpoint stores them
+    row-major; the loaded agent must be channels-last again, or the other rounding order sends an
+    evaluation episode elsewhere (the shipped CarRacing agent scored 879.14 instead of its run's
+    881.96 so)."""
+    torch.manual_seed(0)
+    agent = pac.Agent((4, 84, 84), 3, True)
+    path = str(tmp_path / "agent.pt")
+    pac.save_checkpoint(path, pac.make_checkpoint(agent, pac.Args(continuous=True), 0))
+    loaded, _ = pac.load_checkpoint(path)
+    for model in (agent, loaded):
+        convs = [m.weight for m in model.network if isinstance(m, nn.Conv2d)]
+        assert all(w.is_contiguous(memory_format=torch.channels_last) for w in convs)
+        assert not all(w.is_contiguous() for w in convs)
+    obs = torch.randint(0, 256, (8, 4, 84, 84), dtype=torch.uint8)
+    with torch.inference_mode():
+        assert torch.equal(loaded.features(obs), agent.features(obs))
+
+
 def test_smallest_frames_still_give_the_cnn_a_pixel():
     agent = pac.Agent((4, SIZE, SIZE), 2, False)
     [linear] = [m for m in agent.network if isinstance(m, nn.Linear)]
