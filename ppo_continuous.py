@@ -1661,6 +1661,15 @@ def raise_keyboard_interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
+def ignore_ctrl_c_while_exiting() -> None:
+    """The process ends after the line just said, its checkpoint saved. A second Ctrl-C (pressed
+    twice out of habit, or a terminal sending it to the whole group) would otherwise interrupt the
+    interpreter's own exit and print a traceback under that line. Ctrl-C only: SIGTERM and SIGHUP
+    still end a process that hangs on its way out."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def main(args: Args) -> dict:
     """Train, or with --eval-checkpoint evaluate a saved agent. Bad input ends the process with
     one line naming the flag; a run that stops early, with one line saying why and where its
@@ -1670,12 +1679,14 @@ def main(args: Args) -> dict:
     except ConfigError as err:  # the same in every torchrun process: said by the first
         raise SystemExit(f"{SCRIPT}: error: {err}" if process_place()[0] == 0 else 2) from None
     except RunStopped as stop:
+        ignore_ctrl_c_while_exiting()
         if not stop.quiet:
             rank, processes = process_place()
             print(f"{SCRIPT}: " + (f"process {rank}: " if processes > 1 else "") + f"{stop}",
                   file=sys.stderr)
         raise SystemExit(stop.status) from None
     except KeyboardInterrupt:  # before the first update began, or during the final evaluation
+        ignore_ctrl_c_while_exiting()
         raise SystemExit(130) from None
     finally:
         if dist.is_initialized():

@@ -40,7 +40,8 @@ SHARED = {
     "write_video": ALL, "video_schedule": ALL, "RecordEpisodes": ALL, "eval_video_prefix": ALL,
     "evaluate": ALL, "eval_modes": ALL, "evaluate_checkpoint": ALL,
     "health_warnings": ALL, "format_progress": ALL, "new_run_folder": ALL, "RunLog": ALL,
-    "raise_keyboard_interrupt": ALL, "require_display": ALL, "main": ALL,
+    "raise_keyboard_interrupt": ALL, "ignore_ctrl_c_while_exiting": ALL,
+    "require_display": ALL, "main": ALL,
 }
 
 # What is meant to differ: the point of each script (its settings, env, agent and distribution),
