@@ -9,8 +9,10 @@ A score is a mean over episodes, and another CPU rounds the networks' sums in an
 kernels use other vector widths): in a chaotic env such as CarRacing a few episodes then go
 another way, and the mean moves by a few points (README, "Trained agents"). So the test asks for
 README's mean to within its own standard error, std / sqrt(episodes): the evaluation's sampling
-noise, which an agent, an env or an evaluation protocol that changed would exceed. Where every
-episode scores the same (CartPole's 500 +- 0), that is the exact number."""
+noise (another agent, or an evaluation on other tracks, would most likely land outside it; the
+pixel agent's weight layout, which moved its score by less, has a test of its own in
+test_carracing.py). Where every episode scores the same (CartPole's 500 +- 0), that is the exact
+number."""
 import math
 import os
 import re
