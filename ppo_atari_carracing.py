@@ -665,7 +665,8 @@ class Agent(nn.Module):
         self.critic = layer_init(nn.Linear(512, 1), std=1.0)
         # channels-last weights: the CPU's convolution kernels are faster on them (measured in
         # docs/notes/speed.md), with the same arithmetic in another rounding order; made here, so
-        # an agent loaded from a checkpoint acts exactly as it did in its run
+        # an agent loaded from a checkpoint computes as it did in its run (on the same CPU: another
+        # CPU's kernels round in their own order)
         self.to(memory_format=torch.channels_last)
 
     def normalize(self, obs: torch.Tensor, update: bool = False) -> torch.Tensor:
