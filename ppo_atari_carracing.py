@@ -116,6 +116,12 @@ class Args:
     dimension in the env's units, each strictly inside its bounds (CarRacing: steer gas brake,
     e.g. 0 0.5 0.05). None starts each dimension mid-range, which on CarRacing is half gas and
     half brake at once"""
+    final_action_std: float | None = None
+    """with --continuous: if set, cap the std of each action's Beta (on its [0, 1] scale) on a
+    line from that of the uniform, the widest the policy can be, at the first iteration to this
+    at the last (annealed like the learning rate), each Beta keeping its mean; so the last
+    updates train the mean action that the greedy evaluation runs, as ppo_continuous.py's flag of
+    the same name does for its Gaussian. None leaves each Beta's width free"""
     num_envs: int = 8
     """number of parallel environments (under torchrun: over all processes, a multiple of them)"""
     async_envs: bool = True
@@ -641,9 +647,10 @@ class Agent(nn.Module):
     gradient (Chou et al. 2017)."""
 
     def __init__(self, obs_shape: tuple[int, int, int], n_actions: int, continuous: bool,
-                 start_mean: list[float] | None = None):
+                 start_mean: list[float] | None = None, std_cap: float | None = None):
         super().__init__()
-        self.config = dict(obs_shape=list(obs_shape), n_actions=n_actions, continuous=continuous)
+        self.config = dict(obs_shape=list(obs_shape), n_actions=n_actions, continuous=continuous,
+                           std_cap=std_cap)
         self.continuous = continuous
         self.network = nn.Sequential(
             layer_init(nn.Conv2d(obs_shape[0], 32, 8, stride=4)), nn.ReLU(),
@@ -663,6 +670,7 @@ class Agent(nn.Module):
             with torch.no_grad():
                 self.actor.bias.copy_(beta_start_bias(start_mean))
         self.critic = layer_init(nn.Linear(512, 1), std=1.0)
+        self.std_cap = std_cap  # see cap_action_std
         # channels-last weights: the CPU's convolution kernels are faster on them (measured in
         # docs/notes/speed.md), with the same arithmetic in another rounding order; made here, so
         # an agent loaded from a checkpoint computes as it did in its run (on the same CPU: another
@@ -681,8 +689,16 @@ class Agent(nn.Module):
         return self.critic(self.features(obs)).squeeze(-1)
 
     def beta(self, hidden: torch.Tensor) -> torch.distributions.Beta:
-        """alpha, beta = 1 + softplus(.) > 1: the density is unimodal and vanishes at the bounds."""
+        """alpha, beta = 1 + softplus(.) > 1: the density is unimodal and vanishes at the bounds.
+        Under a std cap, a Beta wider than the cap has alpha and beta scaled up by one factor,
+        which keeps its mean m and sets its std, sqrt(m (1 - m) / (alpha + beta + 1)), to the cap:
+        the gradient then reaches the mean alone, as through a clamp."""
         alpha, beta = (1.0 + F.softplus(self.actor(hidden))).chunk(2, dim=-1)
+        if self.std_cap is not None:
+            total = alpha + beta
+            mean = alpha / total
+            scale = ((mean * (1 - mean) / self.std_cap ** 2 - 1) / total).clamp(min=1.0)
+            alpha, beta = alpha * scale, beta * scale
         return torch.distributions.Beta(alpha, beta, validate_args=False)
 
     def get_action_and_value(self, obs: torch.Tensor, action: torch.Tensor | None = None,
@@ -706,6 +722,11 @@ class Agent(nn.Module):
         logprob = log_probs.gather(-1, action.long().unsqueeze(-1)).squeeze(-1)
         return action, logprob, categorical_entropy(log_probs), value
 
+    def cap_action_std(self, cap: float) -> None:
+        """Each Beta's std at most `cap` from here on (--final-action-std); its mean stays learnt.
+        The cap is saved with the agent (its config), so a loaded agent samples as it did."""
+        self.std_cap = self.config["std_cap"] = cap
+
 
 def beta_start_bias(start_mean: list[float]) -> torch.Tensor:
     """The actor's bias (alphas, then betas) that starts dimension i at mean start_mean[i] in
@@ -717,6 +738,17 @@ def beta_start_bias(start_mean: list[float]) -> torch.Tensor:
     alpha = [low * max(m / (1 - m), 1.0) for m in start_mean]
     beta = [low * max((1 - m) / m, 1.0) for m in start_mean]
     return torch.tensor([math.log(math.expm1(p - 1.0)) for p in alpha + beta])
+
+
+# the std of the uniform on [0, 1], the widest Beta with alpha, beta >= 1: where the line of
+# --final-action-std starts, a cap that binds no action
+BETA_MAX_STD = math.sqrt(1 / 12)
+
+
+def action_std_cap(iteration: int, num_iterations: int, init_std: float, final_std: float) -> float:
+    """The most the policy's std may be in this iteration (1-based) under --final-action-std: a
+    line from init_std at the first iteration to final_std at the last."""
+    return init_std + (final_std - init_std) * (iteration - 1) / max(num_iterations - 1, 1)
 
 
 def categorical_entropy(log_probs: torch.Tensor) -> torch.Tensor:
@@ -1199,6 +1231,12 @@ def train(args: Args) -> dict:
         for iteration in range(first, args.num_iterations + 1):
             lr, ent_coef = schedules(args, iteration)
             optimizer.param_groups[0]["lr"] = lr
+            if args.final_action_std is not None:
+                # after the last update and before the rollout, so that the rollout's log-probs
+                # are those of the policy that acts; left free, CarRacing's gas stays about as
+                # wide as at the start (docs/benchmark/carracing.md)
+                agent.cap_action_std(action_std_cap(iteration, args.num_iterations,
+                                                    BETA_MAX_STD, args.final_action_std))
             # one thread while the env workers step: a thread pool that spins slows them down
             torch.set_num_threads(1)
             obs, finished = collect_rollout(agent, envs, obs, rollout, reward_scaler, device)
@@ -1354,6 +1392,10 @@ def validate_args(args: Args) -> None:
     require(args, ("frame_stack",), lambda v: 0 < v <= 64, "in [1, 64]")
     require(args, ("torch_threads",), lambda v: v >= 0, ">= 0 (0: one per core)")
     require(args, ("negative_reward_cutoff",), lambda v: v >= 0, ">= 0 (0 turns it off)")
+    require(args, ("final_action_std",), lambda v: v is None or 0 < v <= BETA_MAX_STD,
+            f"in (0, {BETA_MAX_STD:.4f}], the std of the uniform on [0, 1]")
+    if args.final_action_std is not None and not args.continuous:
+        raise ConfigError("--final-action-std caps the Beta policy's std: it needs --continuous")
     require_common(args)
 
 

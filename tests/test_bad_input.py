@@ -77,6 +77,14 @@ BAD_INPUTS = {
             "--init-action-mean must be strictly inside the action bounds [-1.0, 0.0, 0.0] to "
             "[1.0, 1.0, 1.0], got [0.0, 0.5, 0.0]",
         ),
+        (
+            ["--final-action-std", "0.1"],
+            "--final-action-std caps the Beta policy's std: it needs --continuous",
+        ),
+        (
+            ["--continuous", "--final-action-std", "0.3"],
+            "--final-action-std must be in (0, 0.2887], the std of the uniform on [0, 1], got 0.3",
+        ),
         (["--eval-checkpoint", "missing.pt"], "--eval-checkpoint: no such file"),
     ],
 }

@@ -361,6 +361,60 @@ def test_training_starts_from_init_action_mean(tmp_path, monkeypatch):
     np.testing.assert_allclose(alpha / (alpha + beta), [0.75], rtol=1e-6)
 
 
+def beta_moments(dist):
+    """Mean and std of each Beta by the textbook closed forms, in float64 numpy."""
+    alpha, beta = dist.concentration1.double().numpy(), dist.concentration0.double().numpy()
+    total = alpha + beta
+    return alpha / total, np.sqrt(alpha * beta / (total ** 2 * (total + 1)))
+
+
+def test_the_std_cap_narrows_only_the_wider_betas_and_keeps_every_mean(tmp_path):
+    """--final-action-std: a Beta wider than the cap is narrowed to it, its mean unchanged; a
+    narrower one is left as it is; and the cap comes back with a saved agent."""
+    torch.manual_seed(0)
+    agent = pac.Agent((4, 84, 84), 3, True)
+    torch.nn.init.normal_(agent.actor.weight)
+    hidden = torch.randn(64, 512) * 0.5  # actor outputs up to tens of units either side of 0
+    with torch.no_grad():
+        free = agent.beta(hidden)
+        agent.cap_action_std(0.1)
+        capped = agent.beta(hidden)
+    free_mean, free_std = beta_moments(free)
+    capped_mean, capped_std = beta_moments(capped)
+    assert (free_std > 0.1).mean() > 0.2 and (free_std < 0.1).mean() > 0.2
+    np.testing.assert_allclose(capped_mean, free_mean, rtol=1e-5)
+    np.testing.assert_allclose(capped_std, np.minimum(free_std, 0.1), rtol=1e-4)
+    narrow = free_std < 0.1
+    assert torch.equal(capped.concentration1[narrow], free.concentration1[narrow])
+    # the greedy action is the mean: the cap leaves it where it was
+    obs = torch.randint(0, 256, (8, 4, 84, 84), dtype=torch.uint8)
+    with torch.no_grad():
+        greedy = agent.get_action_and_value(obs, greedy=True)[0]
+        agent.cap_action_std(None)
+        torch.testing.assert_close(agent.get_action_and_value(obs, greedy=True)[0], greedy)
+        agent.cap_action_std(0.1)
+    path = str(tmp_path / "agent.pt")
+    pac.save_checkpoint(path, pac.make_checkpoint(agent, pac.Args(continuous=True), 0))
+    loaded, _ = pac.load_checkpoint(path)
+    assert loaded.std_cap == 0.1
+
+
+def test_training_ends_at_final_action_std(tmp_path):
+    """The cap moves on its line each iteration, before the rollout, and the saved agent ends on
+    the flag's value: every Beta of the trained policy is at most that wide."""
+    summary = pac.train(pac.Args(env_id="tests/GlimpseContinuous-v0", run_dir=str(tmp_path),
+                                 frame_size=SIZE, action_repeat=1, negative_reward_cutoff=0,
+                                 async_envs=False, num_envs=2, num_steps=8, num_minibatches=2,
+                                 total_timesteps=48, eval_episodes=1, continuous=True,
+                                 final_action_std=0.05))
+    agent, _ = pac.load_checkpoint(summary["checkpoint"])
+    assert agent.std_cap == pytest.approx(0.05, rel=1e-12)
+    obs = torch.randint(0, 256, (16, *agent.config["obs_shape"]), dtype=torch.uint8)
+    with torch.no_grad():
+        _, std = beta_moments(agent.beta(agent.features(obs)))
+    assert std.max() <= 0.05 * (1 + 1e-4)
+
+
 # --- end to end -----------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("async_envs,envs_made", [(True, 2), (False, 5)])
@@ -396,7 +450,8 @@ def test_real_carracing_async_continuous_with_video(tmp_path):
     assert args.async_envs  # the default
     summary = pac.train(args)
     config = torch.load(summary["checkpoint"], weights_only=True)["agent"]
-    assert config == {"obs_shape": [4, 84, 84], "n_actions": 3, "continuous": True}
+    assert config == {"obs_shape": [4, 84, 84], "n_actions": 3, "continuous": True,
+                      "std_cap": None}
     # a 48-frame episode: at most -0.1 a frame lost, at most the whole track's 1000 gained
     assert len(summary["episodes"]) >= 2
     for _, ret, length in summary["episodes"]:

@@ -60,12 +60,6 @@ def test_the_policy_starts_at_the_requested_std_with_the_mean_near_zero():
         assert agent.actor_mean(torch.randn(100, 3)).abs().max().item() < 0.1
 
 
-def test_the_std_cap_falls_on_a_line_from_the_initial_std_to_the_final_one():
-    caps = [pc.action_std_cap(i, 5, 1.0, 0.2) for i in range(1, 6)]
-    np.testing.assert_allclose(caps, [1.0, 0.8, 0.6, 0.4, 0.2])
-    assert pc.action_std_cap(1, 1, 1.0, 0.2) == 1.0  # a one-iteration run is not divided by zero
-
-
 def test_final_action_std_holds_the_std_under_the_cap_in_every_iteration(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 

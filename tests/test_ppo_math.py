@@ -1,5 +1,6 @@
 """The PPO math of every script, each function against an independent reference: brute-force
 sums, hand-computed values, closed forms. Nothing here calls the code under test a second way."""
+import importlib
 import math
 
 import numpy as np
@@ -154,6 +155,14 @@ def test_schedules_decay_linearly_towards_zero_after_the_last_iteration(script, 
         lr, ent_coef = script.schedules(args, iteration)
         assert lr == pytest.approx(1e-3 * (left if anneal_lr else 1.0), rel=1e-12)
         assert ent_coef == pytest.approx(0.02 * (left if anneal_ent else 1.0), rel=1e-12)
+
+
+@pytest.mark.parametrize("name", ["ppo_continuous", "ppo_atari_carracing"])
+def test_the_std_cap_falls_on_a_line_from_the_initial_std_to_the_final_one(name):
+    script = importlib.import_module(name)  # the two scripts with --final-action-std
+    caps = [script.action_std_cap(i, 5, 1.0, 0.2) for i in range(1, 6)]
+    np.testing.assert_allclose(caps, [1.0, 0.8, 0.6, 0.4, 0.2])
+    assert script.action_std_cap(1, 1, 1.0, 0.2) == 1.0  # a one-iteration run: no division by 0
 
 
 def test_adaptive_kl_beta_rule(script):

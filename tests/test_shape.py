@@ -21,6 +21,7 @@ SHARED = {
     "env_spec": ALL, "make_vector_env": ALL, "EnvGroups": ALL, "layer_init": ALL,
     "categorical_entropy": DISCRETE,
     "keep_default_init": {"ppo", "ppo_continuous"}, "run_layers": {"ppo", "ppo_continuous"},
+    "action_std_cap": {"ppo_continuous", "ppo_atari_carracing"},
     "compute_gae": ALL, "schedules": ALL, "adapt_kl_beta": ALL,
     "process_place": ALL, "join_processes": ALL, "collective": ALL, "mean_over_processes": ALL,
     "average_gradients": ALL, "start_alike": ALL, "gather_over_processes": ALL,
@@ -50,11 +51,12 @@ DIFFERS = {
     "ppo": {"Args", "make_env", "Agent", "entropy_floor", "train", "validate_args",
             "check_env_id"},
     "ppo_continuous": {"Args", "make_env", "Agent", "gaussian_log_prob", "gaussian_entropy",
-                       "action_std_cap", "entropy_floor", "train", "validate_args",
+                       "entropy_floor", "train", "validate_args",
                        "check_env_id"},
     "ppo_atari_carracing": {"Args", "CAR_RACING", "is_atari", "register_atari", "ActionRepeat",
                             "FastDrawing", "NegativeRewardCutoff", "GreyResize", "EpisodicLife",
                             "FireReset", "make_env", "BETA_EPS", "Agent", "beta_start_bias",
+                            "BETA_MAX_STD",
                             "entropy_floor", "train", "MIN_FRAME_SIZE", "validate_args",
                             "check_env_id", "beta_start_mean"},
 }
@@ -134,13 +136,13 @@ def code_lines(node, text):
 def test_train_reads_like_algorithm_1(name):
     """At most 60 lines; one loop over the iterations whose body is about a dozen lines of code
     (anneal, collect, advantages, update, adapt the KL coefficient, log; ppo_continuous.py's std
-    cap makes its 17)."""
+    cap makes its 17, and the pixel script's thread count for the rollout and the update its 18)."""
     text = source(name)
     train = definitions(name)["train"]
     assert train.end_lineno - train.lineno + 1 <= 60
     [loop] = [node for node in ast.walk(train) if isinstance(node, ast.For)]
     body = [line for stmt in loop.body for line in code_lines(stmt, text)]
-    assert len(body) <= 17, "\n".join(body)
+    assert len(body) <= 18, "\n".join(body)
     calls = {node.func.id if isinstance(node.func, ast.Name) else node.func.attr
              for node in ast.walk(loop) if isinstance(node, ast.Call)}
     assert {"collect_rollout", "compute_gae", "update", "adapt_kl_beta", "iteration"} <= calls
