@@ -722,9 +722,10 @@ class Agent(nn.Module):
         logprob = log_probs.gather(-1, action.long().unsqueeze(-1)).squeeze(-1)
         return action, logprob, categorical_entropy(log_probs), value
 
-    def cap_action_std(self, cap: float) -> None:
-        """Each Beta's std at most `cap` from here on (--final-action-std); its mean stays learnt.
-        The cap is saved with the agent (its config), so a loaded agent samples as it did."""
+    def cap_action_std(self, cap: float | None) -> None:
+        """Each Beta's std at most `cap` from here on (--final-action-std; None lifts the cap); its
+        mean stays learnt. The cap is saved with the agent (its config), so a loaded agent samples
+        as it did."""
         self.std_cap = self.config["std_cap"] = cap
 
 
