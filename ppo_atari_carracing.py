@@ -670,7 +670,6 @@ class Agent(nn.Module):
             with torch.no_grad():
                 self.actor.bias.copy_(beta_start_bias(start_mean))
         self.critic = layer_init(nn.Linear(512, 1), std=1.0)
-        self.std_cap = std_cap  # see cap_action_std
         # channels-last weights: the CPU's convolution kernels are faster on them (measured in
         # docs/notes/speed.md), with the same arithmetic in another rounding order; made here, so
         # an agent loaded from a checkpoint computes as it did in its run (on the same CPU: another
@@ -694,10 +693,11 @@ class Agent(nn.Module):
         which keeps its mean m and sets its std, sqrt(m (1 - m) / (alpha + beta + 1)), to the cap:
         the gradient then reaches the mean alone, as through a clamp."""
         alpha, beta = (1.0 + F.softplus(self.actor(hidden))).chunk(2, dim=-1)
-        if self.std_cap is not None:
+        cap = self.config["std_cap"]  # see cap_action_std
+        if cap is not None:
             total = alpha + beta
             mean = alpha / total
-            scale = ((mean * (1 - mean) / self.std_cap ** 2 - 1) / total).clamp(min=1.0)
+            scale = ((mean * (1 - mean) / cap ** 2 - 1) / total).clamp(min=1.0)
             alpha, beta = alpha * scale, beta * scale
         return torch.distributions.Beta(alpha, beta, validate_args=False)
 
@@ -726,7 +726,7 @@ class Agent(nn.Module):
         """Each Beta's std at most `cap` from here on (--final-action-std; None lifts the cap); its
         mean stays learnt. The cap is saved with the agent (its config), so a loaded agent samples
         as it did."""
-        self.std_cap = self.config["std_cap"] = cap
+        self.config["std_cap"] = cap
 
 
 def beta_start_bias(start_mean: list[float]) -> torch.Tensor:

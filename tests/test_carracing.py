@@ -396,7 +396,7 @@ def test_the_std_cap_narrows_only_the_wider_betas_and_keeps_every_mean(tmp_path)
     path = str(tmp_path / "agent.pt")
     pac.save_checkpoint(path, pac.make_checkpoint(agent, pac.Args(continuous=True), 0))
     loaded, _ = pac.load_checkpoint(path)
-    assert loaded.std_cap == 0.1
+    assert loaded.config["std_cap"] == 0.1
 
 
 def test_training_ends_at_final_action_std(tmp_path):
@@ -408,7 +408,7 @@ def test_training_ends_at_final_action_std(tmp_path):
                                  total_timesteps=48, eval_episodes=1, continuous=True,
                                  final_action_std=0.05))
     agent, _ = pac.load_checkpoint(summary["checkpoint"])
-    assert agent.std_cap == pytest.approx(0.05, rel=1e-12)
+    assert agent.config["std_cap"] == pytest.approx(0.05, rel=1e-12)
     obs = torch.randint(0, 256, (16, *agent.config["obs_shape"]), dtype=torch.uint8)
     with torch.no_grad():
         _, std = beta_moments(agent.beta(agent.features(obs)))
