@@ -519,6 +519,11 @@ def join_processes(args: Args) -> None:
     """Under torchrun, join the other processes: gloo on CPU, nccl with --cuda (each process on
     cuda:LOCAL_RANK). From here on every collective below runs in all of them, in the same order."""
     if process_place()[1] > 1 and not dist.is_initialized():
+        # before the group exists: torch.distributed.nn's functions hold the default group as a
+        # default argument fixed at import, and torch.optim imports them (via torch._dynamo).
+        # Imported later, they keep the group alive past destroy_process_group, and a gloo thread
+        # still running as the interpreter exits aborts the process (SIGABRT), now and then.
+        importlib.import_module("torch.distributed.nn")
         nccl = args.cuda and torch.cuda.is_available()
         if nccl:
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))

@@ -1,7 +1,8 @@
 """What test_distributed.py starts under torchrun: one script's main(), as `torchrun SCRIPT.py`
-would run it, with two additions for the tests. At the end of training each process saves what it
+would run it, with three additions for the tests. At the end of training each process saves what it
 holds (weights, statistics, episodes) in OUT/process-<rank>.pt, so the test can compare the
-processes; with DIE_AFTER=k in its environment, process 1 dies after iteration k, as a process
+processes, and once main() has returned, how many threads it still runs in OUT/threads-<rank>
+(Linux). With DIE_AFTER=k in its environment, process 1 dies after iteration k, as a process
 killed by the machine would (no Python clean-up).
 
     python -m torch.distributed.run --nproc-per-node 2 tests/torchrun_worker.py SCRIPT OUT [flags]
@@ -38,3 +39,6 @@ def iteration_or_death(self, number, *rest):
 script.RunLog.finish = finish_and_keep
 script.RunLog.iteration = iteration_or_death
 script.main(tyro.cli(script.Args, args=sys.argv[3:]))
+if os.path.isdir("/proc/self/task"):
+    with open(os.path.join(out, f"threads-{os.environ['RANK']}"), "w") as f:
+        f.write(str(len(os.listdir("/proc/self/task"))))
