@@ -1971,13 +1971,18 @@ class RunLog:
         update's statistics (TensorBoard's losses/), other curves (charts/), and the state to
         keep."""
         self.global_step = global_step = iteration * self.args.batch_size
+        # kept before the gather: under torchrun it waits on the other processes, and a stop that
+        # lands there (a process lost, torchrun's SIGTERM) must find this update kept; the
+        # rollout's episodes join the kept state once they are in
+        self.keep(iteration, kl_beta)
         finished = gather_over_processes(finished)  # torchrun: every process's episodes
         self.episodes += [(global_step, ret, length) for ret, length in finished]
         recent = float(np.mean([r for _, r, _ in self.episodes[-20:]])) if self.episodes else None
         if (self.steps_to_threshold is None and self.threshold is not None
                 and len(self.episodes) >= 20 and recent >= self.threshold):
             self.steps_to_threshold = global_step
-        self.keep(iteration, kl_beta)
+        self.last_good["training"].update(episodes=len(self.episodes),
+                                          steps_to_threshold=self.steps_to_threshold)
         if self.rank > 0:
             return
 

@@ -395,6 +395,34 @@ def test_an_interrupted_run_resumes_to_its_end_on_its_schedule(tmp_path, script,
     assert all(step > 2 * args.batch_size for step, _, _ in summary["episodes"][len(before):])
 
 
+def test_a_stop_while_the_episodes_are_gathered_keeps_the_update_just_made(tmp_path, script,
+                                                                           monkeypatch):
+    """Under torchrun, gathering a rollout's episodes waits on the other processes, so that is
+    where a lost process or torchrun's SIGTERM finds the first one: the update made just before
+    is kept, with the episodes gathered before it."""
+    args = tiny(script, run_dir=str(tmp_path), total_timesteps=50 * tiny(script).batch_size)
+    gathered = []  # each iteration's episodes, until one has some
+
+    def gather(items):
+        if any(gathered):
+            raise KeyboardInterrupt("SIGTERM")
+        gathered.append(list(items))
+        return items
+    monkeypatch.setattr(script, "gather_over_processes", gather)
+    with pytest.raises(script.RunStopped) as stop:
+        script.train(args)
+    [path] = glob.glob(str(tmp_path / "*" / "agent.pt"))
+    iteration = len(gathered) + 1
+    step = iteration * args.batch_size
+    assert str(stop.value) == (f"interrupted by SIGTERM after step {step:,}; checkpoint saved to "
+                               f"{path} (step {step:,})")
+    checkpoint = torch.load(path, weights_only=True)
+    assert checkpoint["global_step"] == step and checkpoint["training"]["iteration"] == iteration
+    assert [tuple(episode) for episode in checkpoint["training"]["episodes"]] == [
+        ((i + 1) * args.batch_size, ret, length)
+        for i, episodes in enumerate(gathered) for ret, length in episodes]
+
+
 def test_cartpole_interrupted_halfway_and_resumed_still_learns(tmp_path, monkeypatch):
     """test_learning.py's budget (200,000 steps), with Ctrl-C after 100,352 steps: the resumed
     half (new episodes, everything else restored) still ends at 475 or more."""
