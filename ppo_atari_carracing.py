@@ -116,12 +116,14 @@ class Args:
     dimension in the env's units, each strictly inside its bounds (CarRacing: steer gas brake,
     e.g. 0 0.5 0.05). None starts each dimension mid-range, which on CarRacing is half gas and
     half brake at once"""
-    final_action_std: float | None = None
+    final_action_std: tuple[float, ...] | None = None
     """with --continuous: if set, cap the std of each action's Beta (on its [0, 1] scale) on a
     line from that of the uniform, the widest the policy can be, at the first iteration to this
     at the last (annealed like the learning rate), each Beta keeping its mean; so the last
     updates train the mean action that the greedy evaluation runs, as ppo_continuous.py's flag of
-    the same name does for its Gaussian. None leaves each Beta's width free"""
+    the same name does for its Gaussian. One value for every action, or one per action dimension
+    (CarRacing: steer gas brake, e.g. 0.1 0.2887 0.1, where 0.2887, the uniform's std, leaves the
+    gas free). None leaves each Beta's width free"""
     num_envs: int = 8
     """number of parallel environments (under torchrun: over all processes, a multiple of them)"""
     async_envs: bool = True
@@ -647,7 +649,7 @@ class Agent(nn.Module):
     gradient (Chou et al. 2017)."""
 
     def __init__(self, obs_shape: tuple[int, int, int], n_actions: int, continuous: bool,
-                 start_mean: list[float] | None = None, std_cap: float | None = None):
+                 start_mean: list[float] | None = None, std_cap: list[float] | None = None):
         super().__init__()
         self.config = dict(obs_shape=list(obs_shape), n_actions=n_actions, continuous=continuous,
                            std_cap=std_cap)
@@ -695,6 +697,7 @@ class Agent(nn.Module):
         alpha, beta = (1.0 + F.softplus(self.actor(hidden))).chunk(2, dim=-1)
         cap = self.config["std_cap"]  # see cap_action_std
         if cap is not None:
+            cap = alpha.new_tensor(cap)  # one cap, or one per action dimension
             total = alpha + beta
             mean = alpha / total
             scale = ((mean * (1 - mean) / cap ** 2 - 1) / total).clamp(min=1.0)
@@ -722,10 +725,10 @@ class Agent(nn.Module):
         logprob = log_probs.gather(-1, action.long().unsqueeze(-1)).squeeze(-1)
         return action, logprob, categorical_entropy(log_probs), value
 
-    def cap_action_std(self, cap: float | None) -> None:
-        """Each Beta's std at most `cap` from here on (--final-action-std; None lifts the cap); its
-        mean stays learnt. The cap is saved with the agent (its config), so a loaded agent samples
-        as it did."""
+    def cap_action_std(self, cap: float | list[float] | None) -> None:
+        """Each Beta's std at most `cap` (one for all, or one per action dimension) from here on
+        (--final-action-std; None lifts the cap); its mean stays learnt. The cap is saved with the
+        agent (its config), so a loaded agent samples as it did."""
         self.config["std_cap"] = cap
 
 
@@ -1206,7 +1209,8 @@ def train(args: Args) -> dict:
     minibatches. Returns the run's summary (see RunLog.finish)."""
     args, resumed = resume_settings(args)  # --resume: the run's own settings and saved state
     validate_args(args)
-    start_mean = beta_start_mean(args, check_env_id(args.env_id))
+    env_actions = check_env_id(args.env_id)
+    start_mean, final_std = beta_start_mean(args, env_actions), beta_final_std(args, env_actions)
     join_processes(args)  # torchrun: several processes train one agent, each with its own envs
     rank, processes = process_place()
     num_envs = args.num_envs // processes
@@ -1241,8 +1245,8 @@ def train(args: Args) -> dict:
                 # after the last update and before the rollout, so that the rollout's log-probs
                 # are those of the policy that acts; left free, CarRacing's gas stays about as
                 # wide as at the start (docs/benchmark/carracing.md)
-                agent.cap_action_std(action_std_cap(iteration, args.num_iterations,
-                                                    BETA_MAX_STD, args.final_action_std))
+                agent.cap_action_std([action_std_cap(iteration, args.num_iterations,
+                                                     BETA_MAX_STD, final) for final in final_std])
             # one thread while the env workers step: a thread pool that spins slows them down
             torch.set_num_threads(1)
             obs, finished = collect_rollout(agent, envs, obs, rollout, reward_scaler, device)
@@ -1398,8 +1402,9 @@ def validate_args(args: Args) -> None:
     require(args, ("frame_stack",), lambda v: 0 < v <= 64, "in [1, 64]")
     require(args, ("torch_threads",), lambda v: v >= 0, ">= 0 (0: one per core)")
     require(args, ("negative_reward_cutoff",), lambda v: v >= 0, ">= 0 (0 turns it off)")
-    require(args, ("final_action_std",), lambda v: v is None or 0 < v <= BETA_MAX_STD,
-            f"in (0, {BETA_MAX_STD:.4f}], the std of the uniform on [0, 1]")
+    require(args, ("final_action_std",), lambda v: v is None or all(
+        0 < std <= round(BETA_MAX_STD, 4) for std in np.atleast_1d(v)),
+        f"in (0, {BETA_MAX_STD:.4f}], the std of the uniform on [0, 1]")
     if args.final_action_std is not None and not args.continuous:
         raise ConfigError("--final-action-std caps the Beta policy's std: it needs --continuous")
     require_common(args)
@@ -1458,6 +1463,23 @@ def beta_start_mean(args: Args, env_actions: gym.spaces.Space) -> list[float] | 
         raise ConfigError(f"--init-action-mean must be strictly inside the action bounds "
                           f"{low.tolist()} to {high.tolist()}, got {mean.tolist()}")
     return ((mean - low) / (high - low)).tolist()
+
+
+def beta_final_std(args: Args, env_actions: gym.spaces.Space) -> list[float] | None:
+    """--final-action-std checked against the env's actions: one cap per action dimension (a
+    run resumed from before the flag took several values has one number)."""
+    if args.final_action_std is None:
+        return None
+    if not isinstance(env_actions, gym.spaces.Box):
+        raise ConfigError(f"--final-action-std: {args.env_id} has discrete actions; the flag caps "
+                          f"the Beta policy of continuous actions")
+    stds, n_actions = np.atleast_1d(args.final_action_std).tolist(), env_actions.shape[0]
+    if len(stds) == 1:
+        return stds * n_actions
+    if len(stds) != n_actions:
+        raise ConfigError(f"--final-action-std takes 1 value, or {n_actions}, one per action "
+                          f"dimension of {args.env_id}, got {len(stds)}")
+    return stds
 
 
 def creation_error(err: Exception) -> str:

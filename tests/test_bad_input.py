@@ -83,8 +83,15 @@ BAD_INPUTS = {
         ),
         (
             ["--continuous", "--final-action-std", "0.3"],
-            "--final-action-std must be in (0, 0.2887], the std of the uniform on [0, 1], got 0.3",
+            "--final-action-std must be in (0, 0.2887], the std of the uniform on [0, 1], got "
+            "(0.3,)",
         ),
+        (
+            ["--continuous", "--final-action-std", "0.1", "0.1"],
+            "--final-action-std takes 1 value, or 3, one per action dimension of CarRacing-v3, "
+            "got 2",
+        ),
+
         (["--eval-checkpoint", "missing.pt"], "--eval-checkpoint: no such file"),
     ],
 }

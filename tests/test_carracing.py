@@ -393,10 +393,32 @@ def test_the_std_cap_narrows_only_the_wider_betas_and_keeps_every_mean(tmp_path)
         agent.cap_action_std(None)
         torch.testing.assert_close(agent.get_action_and_value(obs, greedy=True)[0], greedy)
         agent.cap_action_std(0.1)
+    # one cap per action: each Beta narrowed to its own dimension's, 0.2887 (the uniform's std)
+    # narrowing none
+    caps = [0.1, 0.2887, 0.05]
+    with torch.no_grad():
+        agent.cap_action_std(caps)
+        per_action = agent.beta(hidden)
+    per_action_mean, per_action_std = beta_moments(per_action)
+    assert (free_std[:, 2] > 0.05).mean() > 0.2
+    np.testing.assert_allclose(per_action_mean, free_mean, rtol=1e-5)
+    np.testing.assert_allclose(per_action_std, np.minimum(free_std, caps), rtol=1e-4)
     path = str(tmp_path / "agent.pt")
     pac.save_checkpoint(path, pac.make_checkpoint(agent, pac.Args(continuous=True), 0))
     loaded, _ = pac.load_checkpoint(path)
-    assert loaded.config["std_cap"] == 0.1
+    assert loaded.config["std_cap"] == caps
+
+
+def test_final_action_std_gives_one_cap_per_action():
+    """One value serves every action; one per action is taken as it is; Atari's discrete actions
+    have no Beta to cap (ALE prints a banner, so this is not a test_bad_input line)."""
+    box = gym.spaces.Box(-1.0, 1.0, (3,))
+    caps = [pac.beta_final_std(pac.Args(continuous=True, final_action_std=std), box)
+            for std in [(0.1,), (0.1, 0.2887, 0.05), 0.1]]  # 0.1: a run from before the tuple
+    assert caps == [[0.1] * 3, [0.1, 0.2887, 0.05], [0.1] * 3]
+    with pytest.raises(pac.ConfigError, match="ALE/Breakout-v5 has discrete actions"):
+        pac.beta_final_std(pac.Args(env_id="ALE/Breakout-v5", continuous=True,
+                                    final_action_std=(0.1,)), gym.spaces.Discrete(4))
 
 
 def test_training_ends_at_final_action_std(tmp_path):
@@ -406,9 +428,9 @@ def test_training_ends_at_final_action_std(tmp_path):
                                  frame_size=SIZE, action_repeat=1, negative_reward_cutoff=0,
                                  async_envs=False, num_envs=2, num_steps=8, num_minibatches=2,
                                  total_timesteps=48, eval_episodes=1, continuous=True,
-                                 final_action_std=0.05))
+                                 final_action_std=(0.05,)))
     agent, _ = pac.load_checkpoint(summary["checkpoint"])
-    assert agent.config["std_cap"] == pytest.approx(0.05, rel=1e-12)
+    assert agent.config["std_cap"] == pytest.approx([0.05], rel=1e-12)
     obs = torch.randint(0, 256, (16, *agent.config["obs_shape"]), dtype=torch.uint8)
     with torch.no_grad():
         _, std = beta_moments(agent.beta(agent.features(obs)))

@@ -58,7 +58,7 @@ DIFFERS = {
                             "FireReset", "make_env", "BETA_EPS", "Agent", "beta_start_bias",
                             "BETA_MAX_STD",
                             "entropy_floor", "train", "MIN_FRAME_SIZE", "validate_args",
-                            "check_env_id", "beta_start_mean"},
+                            "check_env_id", "beta_start_mean", "beta_final_std"},
 }
 
 # Everything after train(): a reader who stops at the end of train() has read the algorithm.
@@ -73,7 +73,7 @@ PLUMBING = {name for name, scripts in SHARED.items() if scripts == ALL} - {
     "RewardScaler", "Rollout", "finished_episodes", "collect_rollout", "normalize_advantages",
     "policy_loss", "value_loss", "approx_kl", "explained_variance", "minibatch_losses",
     "compiled_minibatch_losses", "update",
-} | {"MIN_FRAME_SIZE", "validate_args", "check_env_id", "beta_start_mean"}
+} | {"MIN_FRAME_SIZE", "validate_args", "check_env_id", "beta_start_mean", "beta_final_std"}
 
 SECTIONS = ["# The environment", "# The agent", "# The PPO math", "# Several processes",
             "# Collect", "# Update",
