@@ -150,6 +150,10 @@ class Args:
     meet a value clip of +-clip_coef per update"""
 
     # --- algorithm ---
+    network: Literal["nature", "impala"] = "nature"
+    """the agent's convolutional trunk: the Nature CNN (three convolutions, the Atari recipe's),
+    or IMPALA's residual CNN (Espeholt et al. 2018: fifteen convolutions in three residual stacks,
+    a larger network at several times the compute per frame)"""
     learning_rate: float = 2.5e-4
     """Adam learning rate"""
     anneal_lr: bool = True
@@ -638,6 +642,29 @@ def layer_init(layer: nn.Module, std: float = math.sqrt(2), bias_const: float = 
 BETA_EPS = 1e-6
 
 
+class ResidualBlock(nn.Module):
+    """IMPALA's residual block: x + conv(relu(conv(relu(x)))), 3x3 convolutions that keep the
+    shape."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv0 = nn.Conv2d(channels, channels, 3, padding=1)
+        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.conv1(F.relu(self.conv0(F.relu(x))))
+
+
+def impala_stack(in_channels: int, out_channels: int) -> list[nn.Module]:
+    """One of IMPALA's three stacks: a convolution, a 3x3 max-pool of stride 2 (halving the frame),
+    two residual blocks. Its convolutions keep PyTorch's default init, as IMPALA's and CleanRL's
+    procgen agents do: orthogonal weights of gain sqrt(2) would double the variance at each
+    residual sum, six times over."""
+    return [nn.Conv2d(in_channels, out_channels, 3, padding=1),
+            nn.MaxPool2d(3, stride=2, padding=1), ResidualBlock(out_channels),
+            ResidualBlock(out_channels)]
+
+
 class Agent(nn.Module):
     """The Nature CNN (Mnih et al. 2015) as one trunk for the policy and value heads, as in the
     PPO paper's Atari runs and openai/baselines: from pixels, learning the features is most of the
@@ -649,18 +676,23 @@ class Agent(nn.Module):
     gradient (Chou et al. 2017)."""
 
     def __init__(self, obs_shape: tuple[int, int, int], n_actions: int, continuous: bool,
-                 start_mean: list[float] | None = None, std_cap: list[float] | None = None):
+                 start_mean: list[float] | None = None, network: str = "nature",
+                 std_cap: list[float] | None = None):
         super().__init__()
         self.config = dict(obs_shape=list(obs_shape), n_actions=n_actions, continuous=continuous,
-                           std_cap=std_cap)
+                           std_cap=std_cap, network=network)
         self.continuous = continuous
-        self.network = nn.Sequential(
-            layer_init(nn.Conv2d(obs_shape[0], 32, 8, stride=4)), nn.ReLU(),
-            layer_init(nn.Conv2d(32, 64, 4, stride=2)), nn.ReLU(),
-            layer_init(nn.Conv2d(64, 64, 3, stride=1)), nn.ReLU(),
-            nn.Flatten(),
-        )
-        with torch.no_grad():  # 64 * 7 * 7 for 84x84 frames
+        if network == "impala":
+            self.network = nn.Sequential(*impala_stack(obs_shape[0], 16), *impala_stack(16, 32),
+                                         *impala_stack(32, 32), nn.ReLU(), nn.Flatten())
+        else:
+            self.network = nn.Sequential(
+                layer_init(nn.Conv2d(obs_shape[0], 32, 8, stride=4)), nn.ReLU(),
+                layer_init(nn.Conv2d(32, 64, 4, stride=2)), nn.ReLU(),
+                layer_init(nn.Conv2d(64, 64, 3, stride=1)), nn.ReLU(),
+                nn.Flatten(),
+            )
+        with torch.no_grad():  # 64 * 7 * 7 for 84x84 frames (Nature), 32 * 11 * 11 (IMPALA)
             flat = self.network(torch.zeros(1, *obs_shape)).shape[1]
         self.network.append(layer_init(nn.Linear(flat, 512)))
         self.network.append(nn.ReLU())
@@ -1224,7 +1256,7 @@ def train(args: Args) -> dict:
     obs_space, action_space = envs.single_observation_space, envs.single_action_space
     continuous = isinstance(action_space, gym.spaces.Box)
     n_actions = action_space.shape[0] if continuous else int(action_space.n)
-    agent = Agent(obs_space.shape, n_actions, continuous, start_mean).to(device)
+    agent = Agent(obs_space.shape, n_actions, continuous, start_mean, args.network).to(device)
     # eps 1e-5 as in openai/baselines (detail 3); the fused kernel does the whole step in one op
     optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5, fused=True)
     reward_scaler = RewardScaler(num_envs, args.gamma) if args.norm_reward else None

@@ -227,6 +227,50 @@ def test_a_saved_agent_loads_with_the_weight_layout_it_trained_with(tmp_path):
         assert torch.equal(loaded.features(obs), agent.features(obs))
 
 
+def test_impala_cnn_shapes():
+    """--network impala: three stacks (16, 32, 32 channels) of a convolution, a stride-2 max-pool
+    and two residual blocks halve 84 three times to 11."""
+    torch.manual_seed(0)
+    agent = pac.Agent((4, 84, 84), 3, True, network="impala")
+    convs = [m for m in agent.network.modules() if isinstance(m, nn.Conv2d)]
+    assert len(convs) == 15
+    assert [c.out_channels for c in convs] == [16] * 5 + [32] * 10
+    blocks = [m for m in agent.network if isinstance(m, pac.ResidualBlock)]
+    assert len(blocks) == 6
+    [linear] = [m for m in agent.network if isinstance(m, nn.Linear)]
+    assert (linear.in_features, linear.out_features) == (32 * 11 * 11, 512)
+    obs = torch.randint(0, 256, (5, 4, 84, 84), dtype=torch.uint8)
+    action, logprob, entropy, value = agent.get_action_and_value(obs)
+    assert action.shape == (5, 3) and logprob.shape == value.shape == (5,)
+    # a residual block adds its branch to its input: with the branch's last convolution zeroed,
+    # the block is the identity
+    block = blocks[0]
+    x = torch.randn(2, 16, 42, 42)
+    with torch.no_grad():
+        block.conv1.weight.zero_()
+        block.conv1.bias.zero_()
+    torch.testing.assert_close(block(x), x)
+
+
+def test_a_saved_impala_agent_loads_as_an_impala_agent(tmp_path):
+    """A checkpoint names its trunk, so loading builds the same one and computes the same
+    features."""
+    torch.manual_seed(0)
+    agent = pac.Agent((4, 84, 84), 3, True, network="impala")
+    path = str(tmp_path / "agent.pt")
+    args = pac.Args(continuous=True, network="impala")
+    pac.save_checkpoint(path, pac.make_checkpoint(agent, args, 0))
+    loaded, _ = pac.load_checkpoint(path)
+    assert sum(isinstance(m, pac.ResidualBlock) for m in loaded.network) == 6
+    obs = torch.randint(0, 256, (4, 4, 84, 84), dtype=torch.uint8)
+    with torch.inference_mode():
+        assert torch.equal(loaded.features(obs), agent.features(obs))
+    # a checkpoint from before --network (no "network" in its config) builds a Nature agent
+    config = dict(pac.Agent((4, 84, 84), 3, True).config)
+    del config["network"]
+    assert pac.Agent(**config).config["network"] == "nature"
+
+
 def test_smallest_frames_still_give_the_cnn_a_pixel():
     agent = pac.Agent((4, SIZE, SIZE), 2, False)
     [linear] = [m for m in agent.network if isinstance(m, nn.Linear)]
@@ -473,7 +517,7 @@ def test_real_carracing_async_continuous_with_video(tmp_path):
     summary = pac.train(args)
     config = torch.load(summary["checkpoint"], weights_only=True)["agent"]
     assert config == {"obs_shape": [4, 84, 84], "n_actions": 3, "continuous": True,
-                      "std_cap": None}
+                      "std_cap": None, "network": "nature"}
     # a 48-frame episode: at most -0.1 a frame lost, at most the whole track's 1000 gained
     assert len(summary["episodes"]) >= 2
     for _, ret, length in summary["episodes"]:
