@@ -154,6 +154,9 @@ class Args:
     """the agent's convolutional trunk: the Nature CNN (three convolutions, the Atari recipe's),
     or IMPALA's residual CNN (Espeholt et al. 2018: fifteen convolutions in three residual stacks,
     a larger network at several times the compute per frame)"""
+    separate_critic: bool = False
+    """give the value its own trunk of the same kind instead of sharing the policy's (twice the
+    network compute per frame)"""
     learning_rate: float = 2.5e-4
     """Adam learning rate"""
     anneal_lr: bool = True
@@ -665,10 +668,30 @@ def impala_stack(in_channels: int, out_channels: int) -> list[nn.Module]:
             ResidualBlock(out_channels)]
 
 
+def trunk(obs_shape: tuple[int, int, int], network: str) -> nn.Sequential:
+    """Frames to 512 features: the Nature CNN, or IMPALA's residual CNN (--network)."""
+    if network == "impala":
+        layers = nn.Sequential(*impala_stack(obs_shape[0], 16), *impala_stack(16, 32),
+                               *impala_stack(32, 32), nn.ReLU(), nn.Flatten())
+    else:
+        layers = nn.Sequential(
+            layer_init(nn.Conv2d(obs_shape[0], 32, 8, stride=4)), nn.ReLU(),
+            layer_init(nn.Conv2d(32, 64, 4, stride=2)), nn.ReLU(),
+            layer_init(nn.Conv2d(64, 64, 3, stride=1)), nn.ReLU(),
+            nn.Flatten(),
+        )
+    with torch.no_grad():  # 64 * 7 * 7 for 84x84 frames (Nature), 32 * 11 * 11 (IMPALA)
+        flat = layers(torch.zeros(1, *obs_shape)).shape[1]
+    layers.append(layer_init(nn.Linear(flat, 512)))
+    layers.append(nn.ReLU())
+    return layers
+
+
 class Agent(nn.Module):
     """The Nature CNN (Mnih et al. 2015) as one trunk for the policy and value heads, as in the
     PPO paper's Atari runs and openai/baselines: from pixels, learning the features is most of the
-    work and both heads need the same ones (ppo.py's MLPs are separate instead).
+    work and both heads need the same ones (ppo.py's MLPs are separate instead;
+    --separate-critic gives the value a trunk of its own here too).
 
     Discrete actions: a categorical policy over n_actions. Continuous: a Beta(alpha, beta) per
     action dimension on [0, 1], which the env's RescaleAction wrapper maps onto the action bounds.
@@ -677,25 +700,15 @@ class Agent(nn.Module):
 
     def __init__(self, obs_shape: tuple[int, int, int], n_actions: int, continuous: bool,
                  start_mean: list[float] | None = None, network: str = "nature",
-                 std_cap: list[float] | None = None):
+                 std_cap: list[float] | None = None, separate_critic: bool = False):
         super().__init__()
         self.config = dict(obs_shape=list(obs_shape), n_actions=n_actions, continuous=continuous,
-                           std_cap=std_cap, network=network)
+                           std_cap=std_cap, network=network, separate_critic=separate_critic)
         self.continuous = continuous
-        if network == "impala":
-            self.network = nn.Sequential(*impala_stack(obs_shape[0], 16), *impala_stack(16, 32),
-                                         *impala_stack(32, 32), nn.ReLU(), nn.Flatten())
-        else:
-            self.network = nn.Sequential(
-                layer_init(nn.Conv2d(obs_shape[0], 32, 8, stride=4)), nn.ReLU(),
-                layer_init(nn.Conv2d(32, 64, 4, stride=2)), nn.ReLU(),
-                layer_init(nn.Conv2d(64, 64, 3, stride=1)), nn.ReLU(),
-                nn.Flatten(),
-            )
-        with torch.no_grad():  # 64 * 7 * 7 for 84x84 frames (Nature), 32 * 11 * 11 (IMPALA)
-            flat = self.network(torch.zeros(1, *obs_shape)).shape[1]
-        self.network.append(layer_init(nn.Linear(flat, 512)))
-        self.network.append(nn.ReLU())
+        self.network = trunk(obs_shape, network)
+        # --separate-critic: the value gets its own trunk, so its regression does not move the
+        # policy's features (Andrychowicz et al. 2021 sec. 3.2; Cobbe et al. 2020's phasic PPG)
+        self.critic_network = trunk(obs_shape, network) if separate_critic else None
         # a 0.01 gain starts the policy near uniform (categorical) or near Beta(1.7, 1.7) in each
         # dimension (continuous): broad, centred, so early rollouts explore
         outputs = 2 * n_actions if continuous else n_actions  # Beta: alpha and beta per dimension
@@ -718,8 +731,14 @@ class Agent(nn.Module):
     def features(self, obs: torch.Tensor) -> torch.Tensor:
         return self.network(obs.float() / 255.0)
 
+    def value(self, obs: torch.Tensor, hidden: torch.Tensor | None) -> torch.Tensor:
+        """V(obs), from the shared features `hidden` or, with --separate-critic, its own."""
+        if self.critic_network is not None:
+            hidden = self.critic_network(obs.float() / 255.0)
+        return self.critic(hidden).squeeze(-1)
+
     def get_value(self, obs: torch.Tensor) -> torch.Tensor:
-        return self.critic(self.features(obs)).squeeze(-1)
+        return self.value(obs, None if self.critic_network is not None else self.features(obs))
 
     def beta(self, hidden: torch.Tensor) -> torch.distributions.Beta:
         """alpha, beta = 1 + softplus(.) > 1: the density is unimodal and vanishes at the bounds.
@@ -741,7 +760,7 @@ class Agent(nn.Module):
         """Sample (or, greedy, take the most likely or the mean) action; return it with its
         log-prob, the policy's entropy and the state value. Continuous actions are in [0, 1]^d."""
         hidden = self.features(obs)
-        value = self.critic(hidden).squeeze(-1)
+        value = self.value(obs, hidden)
         if self.continuous:
             dist = self.beta(hidden)
             if action is None:
@@ -1256,7 +1275,8 @@ def train(args: Args) -> dict:
     obs_space, action_space = envs.single_observation_space, envs.single_action_space
     continuous = isinstance(action_space, gym.spaces.Box)
     n_actions = action_space.shape[0] if continuous else int(action_space.n)
-    agent = Agent(obs_space.shape, n_actions, continuous, start_mean, args.network).to(device)
+    agent = Agent(obs_space.shape, n_actions, continuous, start_mean, args.network,
+                  separate_critic=args.separate_critic).to(device)
     # eps 1e-5 as in openai/baselines (detail 3); the fused kernel does the whole step in one op
     optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5, fused=True)
     reward_scaler = RewardScaler(num_envs, args.gamma) if args.norm_reward else None
@@ -1274,9 +1294,8 @@ def train(args: Args) -> dict:
             lr, ent_coef = schedules(args, iteration)
             optimizer.param_groups[0]["lr"] = lr
             if args.final_action_std is not None:
-                # after the last update and before the rollout, so that the rollout's log-probs
-                # are those of the policy that acts; left free, CarRacing's gas stays about as
-                # wide as at the start (docs/benchmark/carracing.md)
+                # after the update, before the rollout, so its log-probs are the acting policy's;
+                # left free, the gas stays as wide as it starts (docs/benchmark/carracing.md)
                 agent.cap_action_std([action_std_cap(iteration, args.num_iterations,
                                                      BETA_MAX_STD, final) for final in final_std])
             # one thread while the env workers step: a thread pool that spins slows them down

@@ -271,6 +271,38 @@ def test_a_saved_impala_agent_loads_as_an_impala_agent(tmp_path):
     assert pac.Agent(**config).config["network"] == "nature"
 
 
+def test_a_separate_critic_shares_no_weights_with_the_policy(tmp_path):
+    """--separate-critic: the value's gradient reaches only its own trunk and head, the policy's
+    only the policy's; a saved agent loads with its two trunks and the same outputs."""
+    torch.manual_seed(0)
+    agent = pac.Agent((4, 84, 84), 3, True, separate_critic=True)
+    obs = torch.randint(0, 256, (6, 4, 84, 84), dtype=torch.uint8)
+    _, logprob, _, value = agent.get_action_and_value(obs)
+    policy_params = set(agent.network.parameters()) | set(agent.actor.parameters())
+    critic_params = set(agent.critic_network.parameters()) | set(agent.critic.parameters())
+    assert not policy_params & critic_params
+    assert set(agent.parameters()) == policy_params | critic_params
+    for loss, reached, untouched in ((value.square().sum(), critic_params, policy_params),
+                                     (logprob.sum(), policy_params, critic_params)):
+        agent.zero_grad(set_to_none=True)
+        loss.backward(retain_graph=True)
+        assert all(p.grad is None for p in untouched)
+        assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in reached)
+    torch.testing.assert_close(agent.get_value(obs), value)
+    path = str(tmp_path / "agent.pt")
+    pac.save_checkpoint(path, pac.make_checkpoint(agent, pac.Args(continuous=True,
+                                                                  separate_critic=True), 0))
+    loaded, _ = pac.load_checkpoint(path)
+    assert loaded.critic_network is not None
+    with torch.inference_mode():
+        assert torch.equal(loaded.get_value(obs), agent.get_value(obs))
+    # the default shares one trunk; the policy's trunk is built first either way
+    torch.manual_seed(0)
+    shared = pac.Agent((4, 84, 84), 3, True)
+    assert shared.critic_network is None
+    torch.testing.assert_close(shared.network[0].weight, agent.network[0].weight)
+
+
 def test_smallest_frames_still_give_the_cnn_a_pixel():
     agent = pac.Agent((4, SIZE, SIZE), 2, False)
     [linear] = [m for m in agent.network if isinstance(m, nn.Linear)]
@@ -517,7 +549,7 @@ def test_real_carracing_async_continuous_with_video(tmp_path):
     summary = pac.train(args)
     config = torch.load(summary["checkpoint"], weights_only=True)["agent"]
     assert config == {"obs_shape": [4, 84, 84], "n_actions": 3, "continuous": True,
-                      "std_cap": None, "network": "nature"}
+                      "std_cap": None, "network": "nature", "separate_critic": False}
     # a 48-frame episode: at most -0.1 a frame lost, at most the whole track's 1000 gained
     assert len(summary["episodes"]) >= 2
     for _, ret, length in summary["episodes"]:

@@ -56,7 +56,7 @@ DIFFERS = {
     "ppo_atari_carracing": {"Args", "CAR_RACING", "is_atari", "register_atari", "ActionRepeat",
                             "FastDrawing", "NegativeRewardCutoff", "GreyResize", "EpisodicLife",
                             "FireReset", "make_env", "BETA_EPS", "ResidualBlock", "impala_stack",
-                            "Agent", "beta_start_bias", "BETA_MAX_STD",
+                            "trunk", "Agent", "beta_start_bias", "BETA_MAX_STD",
                             "entropy_floor", "train", "MIN_FRAME_SIZE", "validate_args",
                             "check_env_id", "beta_start_mean", "beta_final_std"},
 }
